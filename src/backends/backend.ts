@@ -1,0 +1,184 @@
+/**
+ * The contract between tensors and the hardware: the small set of kernels a backend must provide.
+ *
+ * A backend owns opaque buffers (`BufferHandle`): a CPU backend wraps a TypedArray, the WebGPU backend a
+ * `GPUBuffer`. Tensors never look inside; they pass *views* — a buffer plus shape, strides, offset and
+ * dtype — so transposes, slices and broadcasts reach kernels without copies. Broadcasting is already
+ * resolved by the caller: an input broadcast along an axis has stride 0 there.
+ *
+ * Rules every kernel follows:
+ * - Inputs are read-only views; every output is a **new, contiguous** buffer the caller owns
+ *   (except `assign`, which writes into an existing view).
+ * - Calls are synchronous to make; a backend may queue the work (the GPU does). Only `read` waits.
+ * - Float inputs are computed in at least f32; `float16` is a storage format.
+ *
+ * The CPU backend (`cpu/`) is the definition of every kernel; other backends are tested against it.
+ * Adding a backend is adding a folder that implements this interface and registers itself.
+ */
+import type { DType, TypedArray } from '../tensor/dtype.js';
+import type { Shape } from '../tensor/shape.js';
+
+/** A backend's buffer; only the backend that made it knows what it is. */
+export type BufferHandle = { readonly __brand?: 'BufferHandle' };
+
+/** A strided window onto a buffer: element (i0, i1, …) lives at `offset + Σ ik·strides[k]`. */
+export interface View {
+  readonly buffer: BufferHandle;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'tanh'
+  | 'sigmoid'
+  | 'silu'
+  | 'gelu'
+  | 'softplus'
+  | 'relu'
+  | 'abs'
+  | 'sign'
+  // derivatives that backward passes need, so they cost one kernel instead of several:
+  | 'siluGrad' // d silu / dx = σ(x)·(1 + x·(1 − σ(x)))
+  | 'geluGrad'; // d gelu / dx for the tanh approximation
+
+export type BinaryOp =
+  | 'add'
+  | 'sub'
+  | 'mul'
+  | 'div'
+  | 'pow'
+  | 'maximum'
+  | 'minimum'
+  // comparisons give 1 or 0 in the output dtype
+  | 'eq'
+  | 'ne'
+  | 'lt'
+  | 'le'
+  | 'gt'
+  | 'ge';
+
+export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax';
+
+export type RandomDist = 'uniform' | 'normal';
+
+/** Sizes of a selective scan: u and Δ are (batch, dim, len), A is (dim, N), B and C are (batch, N, len). */
+export interface ScanSizes {
+  batch: number;
+  dim: number;
+  len: number;
+  N: number;
+}
+
+/** Inputs of the selective-scan kernels, all contiguous buffers. */
+export interface ScanInputs {
+  u: BufferHandle;
+  delta: BufferHandle;
+  A: BufferHandle;
+  B: BufferHandle;
+  C: BufferHandle;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  // ---- memory ----
+  /** A new contiguous buffer of `size` elements filled with `value`. */
+  full(size: number, value: number, dtype: DType): BufferHandle;
+  /** A new buffer holding a copy of `data`. */
+  upload(data: TypedArray, dtype: DType): BufferHandle;
+  /** Reads `size` elements starting at element `offset` of a buffer; waits for pending work. */
+  read(buffer: BufferHandle, dtype: DType, offset: number, size: number): Promise<TypedArray>;
+  /** Returns a buffer to the backend. Using it afterwards is an error. */
+  free(buffer: BufferHandle): void;
+  /** Bytes of live (not freed) buffers, for memory tests. */
+  liveBytes(): number;
+  /** Waits until all queued work has finished (for benchmarks). */
+  sync(): Promise<void>;
+
+  // ---- element-wise ----
+  /** Strided → contiguous copy, converting to `dtype`. */
+  copy(x: View, dtype: DType): BufferHandle;
+  /** Writes `src` into the (possibly strided) destination view; shapes are equal. */
+  assign(dst: View, src: View): void;
+  unary(op: UnaryOp, x: View): BufferHandle;
+  /** `a` and `b` already have the output's shape (broadcast axes have stride 0). */
+  binary(op: BinaryOp, a: View, b: View): BufferHandle;
+  /** `cond ? a : b` element-wise; all three have the output's shape. */
+  where(cond: View, a: View, b: View): BufferHandle;
+  /**
+   * Counter-based random numbers: element i is a pure function of (seed, i), so every backend
+   * produces the same stream. Uniform in [0, 1) or standard normal.
+   */
+  random(dist: RandomDist, size: number, seed: number, dtype: DType): BufferHandle;
+
+  // ---- reductions and scans over the last axis of a contiguous (rows, cols) buffer ----
+  /** (rows, cols) → (rows); argmax gives int32 indices. */
+  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, rows: number, cols: number): BufferHandle;
+  /** Inclusive prefix sum along each row; `reverse` sums from the end (the backward of cumsum). */
+  cumsum(x: BufferHandle, dtype: DType, rows: number, cols: number, reverse: boolean): BufferHandle;
+  /** Softmax (or log-softmax) along each row. */
+  softmax(x: BufferHandle, dtype: DType, rows: number, cols: number, log: boolean): BufferHandle;
+
+  // ---- linear algebra ----
+  /** (batch, M, K) @ (batch, K, N) → contiguous (batch, M, N); views may be transposed or broadcast. */
+  matmul(a: View, b: View): BufferHandle;
+
+  // ---- neural-network kernels ----
+  /**
+   * Per-row cross-entropy from logits (rows, cols) and int32 targets (rows): −log softmax(x)[target],
+   * 0 where target = ignoreIndex.
+   */
+  crossEntropy(logits: BufferHandle, targets: BufferHandle, rows: number, cols: number, ignoreIndex: number): BufferHandle;
+  /** d loss_r / d logits = (softmax(x_r) − onehot(target_r))·g_r, 0 rows where ignored. */
+  crossEntropyGrad(
+    logits: BufferHandle,
+    targets: BufferHandle,
+    gradLoss: BufferHandle,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): BufferHandle;
+  /** Gathers rows of `weight` (vocab, dim): out[i] = weight[ids[i]], giving (n, dim). */
+  gatherRows(weight: BufferHandle, ids: BufferHandle, n: number, vocab: number, dim: number): BufferHandle;
+  /** The backward of gatherRows: out (vocab, dim) = Σ over i with ids[i] = v of grad[i]. */
+  scatterAddRows(grad: BufferHandle, ids: BufferHandle, n: number, vocab: number, dim: number): BufferHandle;
+  /**
+   * Depthwise causal conv1d: y[b,c,t] = bias[c] + Σ_k w[c,k]·x[b,c,t−K+1+k] (zero before t = 0).
+   * x (batch, channels, len), w (channels, K), bias (channels).
+   */
+  conv1d(x: BufferHandle, w: BufferHandle, bias: BufferHandle, batch: number, channels: number, len: number, K: number): BufferHandle;
+  /** Gradients of conv1d for x (batch, channels, len) and w (channels, K); bias's is a plain sum. */
+  conv1dGrad(
+    gy: BufferHandle,
+    x: BufferHandle,
+    w: BufferHandle,
+    batch: number,
+    channels: number,
+    len: number,
+    K: number,
+  ): { gx: BufferHandle; gw: BufferHandle };
+
+  // ---- selective scan (Mamba), see src/tensor/ops/selective-scan.ts for the math ----
+  /**
+   * The recurrence, discretised inside the kernel:
+   *     h_t = exp(Δ_t·A) ⊙ h_{t−1} + Δ_t·B_t·u_t  (h_0 = 0),   y_t = Σ_n C_t[n]·h_t[n]
+   * per (batch, dim) row and state n. Gives y (batch, dim, len) and the last state h_len (batch, dim, N).
+   */
+  selectiveScan(x: ScanInputs, sizes: ScanSizes): { y: BufferHandle; lastState: BufferHandle };
+  /**
+   * Gradients of Σ dy ⊙ y with respect to u, Δ (batch, dim, len), A (dim, N) and B, C (batch, N, len),
+   * by the reverse recurrence dh_t = C_t·dy_t + exp(Δ_{t+1}·A) ⊙ dh_{t+1}.
+   */
+  selectiveScanGrad(
+    x: ScanInputs,
+    dy: BufferHandle,
+    sizes: ScanSizes,
+  ): { du: BufferHandle; ddelta: BufferHandle; dA: BufferHandle; dB: BufferHandle; dC: BufferHandle };
+}

@@ -1,0 +1,124 @@
+/**
+ * Recycling GPU buffers. Creating a `GPUBuffer` costs a driver allocation (and zero-filling), and a
+ * training step makes and frees hundreds of temporaries, so freed buffers wait in a pool, sorted into
+ * size classes, for the next request of a similar size.
+ *
+ * Size classes: requests are rounded up to 2ᵏ·{1, 1.25, 1.5, 1.75} bytes (at least 256), four steps
+ * per doubling, so a buffer is at most 25% larger than asked for while sizes that differ a little
+ * (a batch with one more row) still share buffers.
+ *
+ * Reuse is safe even while queued commands still use a freed buffer: WebGPU executes commands in queue
+ * order, so a later kernel writing the buffer runs after the earlier ones reading it. (The one
+ * exception, `queue.writeBuffer`, is handled by the executor; see `Executor.writeBuffer`.)
+ *
+ * Destroying is different: a buffer destroyed while the still-unsubmitted command encoder refers to
+ * it would make the whole submit invalid. Buffers that must go (the idle cap is exceeded, or `trim`)
+ * and were used by the open batch are therefore destroyed only after it has been submitted.
+ */
+import { BufferUsage } from './device.js';
+
+/** A pooled GPU buffer and the bookkeeping the executor keeps on it. */
+export interface PooledBuffer {
+  readonly buffer: GPUBuffer;
+  /** Its size class in bytes; requests up to this size can use it. */
+  readonly capacity: number;
+  /** The executor's batch number when a command last used it (−1: never). */
+  lastBatch: number;
+}
+
+/** The smallest size class holding `bytes`: 2ᵏ·{1, 1.25, 1.5, 1.75}, at least 256 bytes. */
+export function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const octave = 2 ** Math.floor(Math.log2(bytes));
+  const quarter = octave / 4;
+  return octave + Math.ceil((bytes - octave) / quarter) * quarter;
+}
+
+export interface PoolOptions {
+  /** Largest buffer a kernel may bind (the device's maxStorageBufferBindingSize). */
+  readonly maxBytes: number;
+  /** Idle bytes kept for reuse before freed buffers are destroyed instead. */
+  readonly maxIdleBytes: number;
+  /** The batch the executor is currently encoding, to know which buffers it still refers to. */
+  readonly openBatch: () => number;
+}
+
+export class BufferPool {
+  private readonly idle = new Map<number, PooledBuffer[]>();
+  private idleBytes = 0;
+  private allocatedBytes = 0;
+  /** Buffers to destroy once the open batch has been submitted. */
+  private doomed: PooledBuffer[] = [];
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly options: PoolOptions,
+    private readonly usage: number = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST,
+    private readonly label = 'tensor',
+  ) {}
+
+  /** A buffer of at least `bytes` bytes; `op` names the kernel in the error for an oversized request. */
+  acquire(op: string, bytes: number): PooledBuffer {
+    const { maxBytes } = this.options;
+    if (bytes > maxBytes) {
+      throw new Error(
+        `${op}: needs a buffer of ${bytes} bytes (${(bytes / 2 ** 20).toFixed(1)} MiB), more than this GPU ` +
+          `can bind to a kernel (maxStorageBufferBindingSize = ${maxBytes} bytes); split the tensor or use the CPU backend.`,
+      );
+    }
+    // The class may not exceed the limit even when the request fits it.
+    const capacity = Math.min(sizeClass(bytes), maxBytes - (maxBytes % 4));
+    const reused = this.idle.get(capacity)?.pop();
+    if (reused) {
+      this.idleBytes -= capacity;
+      return reused;
+    }
+    this.allocatedBytes += capacity;
+    const buffer = this.device.createBuffer({ size: capacity, usage: this.usage, label: `${this.label} ${op}` });
+    return { buffer, capacity, lastBatch: -1 };
+  }
+
+  /** Takes a buffer back: into the pool, or to be destroyed when the pool is full. */
+  release(b: PooledBuffer): void {
+    if (this.idleBytes + b.capacity > this.options.maxIdleBytes) {
+      this.destroy(b);
+      return;
+    }
+    let list = this.idle.get(b.capacity);
+    if (!list) {
+      list = [];
+      this.idle.set(b.capacity, list);
+    }
+    list.push(b);
+    this.idleBytes += b.capacity;
+  }
+
+  /** Destroys every idle buffer, giving their memory back to the driver. */
+  trim(): void {
+    for (const list of this.idle.values()) for (const b of list) this.destroy(b);
+    this.idle.clear();
+    this.idleBytes = 0;
+  }
+
+  /** Called by the executor after each submit: buffers the open batch used may now be destroyed. */
+  afterSubmit(): void {
+    for (const b of this.doomed) b.buffer.destroy();
+    this.doomed = [];
+  }
+
+  /** Bytes of GPU memory held: handed-out buffers plus idle ones, by size class. */
+  totalBytes(): number {
+    return this.allocatedBytes;
+  }
+
+  pooledBytes(): number {
+    return this.idleBytes;
+  }
+
+  private destroy(b: PooledBuffer): void {
+    this.allocatedBytes -= b.capacity;
+    // Submitted work may still use it; WebGPU defers the real release until that work is done.
+    if (b.lastBatch === this.options.openBatch()) this.doomed.push(b);
+    else b.buffer.destroy();
+  }
+}

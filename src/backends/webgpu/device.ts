@@ -1,0 +1,141 @@
+/**
+ * Finding a GPU and holding on to it: the one `GPUDevice` the WebGPU backend runs everything on.
+ *
+ * Under Node, WebGPU comes from Dawn (Chrome's implementation) through the npm package `webgpu`, whose
+ * `create(flags)` returns the object browsers call `navigator.gpu`. We ask for the adapter's real
+ * limits instead of WebGPU's small defaults (a 128 MiB storage binding is the default; big GPUs allow
+ * gigabytes) and for the optional features the kernels can use.
+ *
+ * Errors on a GPU are asynchronous by design: a bad command is reported through the device's
+ * `uncapturederror` event, not by the call that made it. We store the first such error and throw it
+ * as a plain JS `Error` at the next op or read, naming that op. Losing the device (a driver crash or
+ * reset) cannot be recovered from, so it ends the process with one sentence, unless we destroyed the
+ * device ourselves.
+ */
+import type {} from 'webgpu'; // the global WebGPU types (GPUDevice, …) come with the package's typings
+
+/** `GPUBufferUsage` flags, fixed by the WebGPU spec (Dawn's Node binding only exports them lazily). */
+export const BufferUsage = {
+  MAP_READ: 0x0001,
+  COPY_SRC: 0x0004,
+  COPY_DST: 0x0008,
+  UNIFORM: 0x0040,
+  STORAGE: 0x0080,
+} as const;
+
+/** `GPUMapMode.READ` and `GPUShaderStage.COMPUTE`, likewise fixed by the spec. */
+export const MAP_READ_MODE = 0x0001;
+export const COMPUTE_STAGE = 0x0004;
+
+/** The limits the kernels are sized by; each is the adapter's own maximum. */
+export interface GpuLimits {
+  readonly maxStorageBufferBindingSize: number;
+  readonly maxBufferSize: number;
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  readonly maxComputeWorkgroupsPerDimension: number;
+  readonly minUniformBufferOffsetAlignment: number;
+}
+
+/** Optional features we asked for and got. */
+export interface GpuFeatures {
+  /** `shader-f16`: WGSL `f16`, so float16 tensors can be stored as half precision. */
+  readonly f16: boolean;
+  /** `subgroups`: cross-lane operations (available to kernels; none needs them yet). */
+  readonly subgroups: boolean;
+  /** `timestamp-query`: GPU-side timing for benchmarks. */
+  readonly timestampQuery: boolean;
+}
+
+const REQUESTED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
+
+const NO_ADAPTER =
+  'No WebGPU adapter was found: this machine has no GPU that Dawn can use. On Linux without a GPU, ' +
+  'run `npm run setup` to install Mesa lavapipe (software Vulkan), or use the CPU backend.';
+
+/** Dawn flags from the environment, e.g. `WEBGPU_FLAGS="backend=vulkan"` (as scripts/webgpu-info.mjs reads them). */
+const flagsFromEnv = (): string[] => (process.env.WEBGPU_FLAGS ?? '').split(/\s+/).filter(Boolean);
+
+export class GpuDevice {
+  private firstError: string | null = null;
+  private destroyed = false;
+
+  private constructor(
+    readonly device: GPUDevice,
+    private readonly info: GPUAdapterInfo,
+    readonly limits: GpuLimits,
+    readonly features: GpuFeatures,
+  ) {
+    device.onuncapturederror = (event) => {
+      this.firstError ??= event.error.message;
+    };
+    void device.lost.then((lost) => {
+      if (this.destroyed || lost.reason === 'destroyed') return;
+      process.stderr.write(`The WebGPU device was lost (${lost.message.trim() || 'no reason given'}); tensorscan cannot continue.\n`);
+      process.exit(1);
+    });
+  }
+
+  /** Opens the high-performance adapter with its full limits; `flags` go to Dawn's `create`. */
+  static async open(flags: string[] = flagsFromEnv()): Promise<GpuDevice> {
+    // Imported here, not at the top, so that merely registering the backend does not load Dawn.
+    const { create } = await import('webgpu');
+    const adapter = await create(flags).requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new Error(NO_ADAPTER);
+
+    const requiredLimits: Record<string, number> = {};
+    for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+    const wanted: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
+    const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'tensorscan' });
+
+    const L = device.limits;
+    const limits: GpuLimits = {
+      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+      maxBufferSize: L.maxBufferSize,
+      maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+      minUniformBufferOffsetAlignment: L.minUniformBufferOffsetAlignment,
+    };
+    const features: GpuFeatures = {
+      f16: device.features.has('shader-f16'),
+      subgroups: device.features.has('subgroups'),
+      timestampQuery: device.features.has('timestamp-query'),
+    };
+    return new GpuDevice(device, adapter.info, limits, features);
+  }
+
+  /** One line naming the GPU, for the CLI: vendor, architecture, device and driver description. */
+  adapterDescription(): string {
+    const { vendor, architecture, device, description } = this.info;
+    const parts = [vendor, architecture, device].filter((s) => s !== '');
+    return description ? `${parts.join(' ')} (${description})` : parts.join(' ');
+  }
+
+  /**
+   * Throws the first GPU error seen so far, if any, as a JS Error that names `op`. The error may have
+   * come from an earlier op: WebGPU reports errors after the fact, and the message from Dawn names the
+   * kernel through the labels we give every pipeline and bind group.
+   */
+  throwIfFailed(op: string): void {
+    if (this.destroyed) throw new Error(`${op}: the WebGPU backend was destroyed.`);
+    if (this.firstError === null) return;
+    const message = this.firstError;
+    this.firstError = null;
+    throw new Error(`${op}: the GPU reported an error (at this op or an earlier one): ${message.trim()}`);
+  }
+
+  /** Releases the GPU so Node can exit; the device is unusable afterwards. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.device.destroy();
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * One generated kernel family for every element-wise op: copy (with dtype conversion), assign, unary,
+ * binary and where. CPU twins: `copy`, `assign`, `unary`, `binary`, `where` in `cpu/elementwise.ts`.
+ *
+ * Each thread computes one output element i:
+ *
+ *     (c0, …, c_{r−1}) = the row-major coordinates of i in the shape
+ *     v_j  = x_j[offset_j + Σ_k c_k·stride_jk]          for each input view j
+ *     y[i] = op(v_0, v_1, …)      (or y[offset + Σ_k c_k·stride_k] for assign)
+ *
+ * so transposed, sliced and broadcast (stride 0) inputs need no copies. Shapes and strides are runtime
+ * parameters; only the rank is baked into the WGSL (the coordinate loop is unrolled), along with the
+ * op's expression and the dtypes, which together form the pipeline's key.
+ *
+ * Before launching, axes are *coalesced*: size-1 axes are dropped and neighbouring axes that every
+ * view steps through as one (stride_k = stride_{k+1}·shape_{k+1}) are merged. Contiguous tensors of any
+ * shape thus become rank 1, which keeps the index arithmetic (a division per axis) and the number of
+ * distinct pipelines small.
+ */
+import type { BinaryOp, UnaryOp } from '../../backend.js';
+import type { DType } from '../../../tensor/dtype.js';
+import type { PooledBuffer } from '../buffer-pool.js';
+import type { Executor, Kernel } from '../executor.js';
+import { ParamStruct, type ParamType } from '../params.js';
+import { computeType, convert, enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
+import { binaryExpr, helpersFor, unaryExpr } from './elementwise-ops.js';
+
+export type Expression =
+  | { readonly kind: 'copy' } // y = x, converted to y's dtype (also assign's expression)
+  | { readonly kind: 'unary'; readonly op: UnaryOp }
+  | { readonly kind: 'binary'; readonly op: BinaryOp }
+  | { readonly kind: 'where' }; // y = x0 ≠ 0 ? x1 : x2
+
+/** A view as a kernel operand: its buffer, dtype and layout. */
+export interface Operand {
+  readonly buffer: PooledBuffer;
+  readonly dtype: DType;
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+const WORKGROUP = 64;
+
+/**
+ * Axes with size-1 dropped and mergeable neighbours merged, for all layouts at once
+ * (the CPU's `coalesce` in `cpu/strided.ts`, extended to several views).
+ */
+export function coalesce(shape: readonly number[], layouts: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const outShape: number[] = [];
+  const outStrides: number[][] = layouts.map(() => []);
+  for (let k = 0; k < shape.length; k++) {
+    const size = shape[k] as number;
+    if (size === 1) continue;
+    const last = outShape.length - 1;
+    const mergeable = last >= 0 && layouts.every((s, j) => outStrides[j]?.[last] === (s[k] as number) * size);
+    if (mergeable) {
+      outShape[last] = (outShape[last] as number) * size;
+      layouts.forEach((s, j) => {
+        (outStrides[j] as number[])[last] = s[k] as number;
+      });
+    } else {
+      outShape.push(size);
+      layouts.forEach((s, j) => (outStrides[j] as number[]).push(s[k] as number));
+    }
+  }
+  return { shape: outShape, strides: outStrides };
+}
+
+/**
+ * Runs `expr` over `inputs` (all of `shape`) into `output`. A fresh output is contiguous from 0
+ * (`strides` null); assign passes the destination view's layout instead.
+ */
+export function runElementwise(
+  exec: Executor,
+  op: string,
+  expr: Expression,
+  shape: readonly number[],
+  inputs: readonly Operand[],
+  output: Operand,
+  outputIsView: boolean,
+): void {
+  const size = shape.reduce((n, d) => n * d, 1);
+  if (size === 0) return;
+  const views = outputIsView ? [...inputs, output] : inputs;
+  const layout = coalesce(shape, views.map((v) => v.strides));
+  const rank = layout.shape.length;
+  const kernel = elementwiseKernel(expr, inputs.map((x) => x.dtype), output.dtype, rank, outputIsView);
+
+  const values: Record<string, number> = { size };
+  layout.shape.forEach((d, k) => {
+    values[`shape${k}`] = d;
+  });
+  views.forEach((v, j) => {
+    const name = j < inputs.length ? `x${j}` : 'y';
+    values[`${name}_offset`] = v.offset;
+    layout.strides[j]?.forEach((s, k) => {
+      values[`${name}_stride${k}`] = s;
+    });
+  });
+  exec.dispatch(op, kernel, [...inputs.map((x) => x.buffer), output.buffer], values, Math.ceil(size / WORKGROUP));
+}
+
+const kernels = new Map<string, Kernel>();
+
+function elementwiseKernel(expr: Expression, inputs: readonly DType[], output: DType, rank: number, outputIsView: boolean): Kernel {
+  const name = expr.kind === 'unary' || expr.kind === 'binary' ? `${expr.kind} ${expr.op}` : expr.kind;
+  const key = `elementwise ${name} (${inputs.join(',')})->${output}${outputIsView ? ' strided' : ''} rank ${rank}`;
+  let kernel = kernels.get(key);
+  if (!kernel) {
+    const fields: [string, ParamType][] = [['size', 'u32']];
+    for (let k = 0; k < rank; k++) fields.push([`shape${k}`, 'u32']);
+    const viewNames = [...inputs.map((_, j) => `x${j}`), ...(outputIsView ? ['y'] : [])];
+    for (const v of viewNames) {
+      fields.push([`${v}_offset`, 'i32']);
+      for (let k = 0; k < rank; k++) fields.push([`${v}_stride${k}`, 'i32']);
+    }
+    const params = new ParamStruct(fields);
+    const source = () => elementwiseSource(key, expr, inputs, output, rank, outputIsView, params);
+    kernel = { key, bindings: [...inputs.map(() => 'read' as const), 'write'], params, source };
+    kernels.set(key, kernel);
+  }
+  return kernel;
+}
+
+/** The op applied to the loaded values v0, v1, … as an expression of y's compute type. */
+function opExpression(expr: Expression, inputs: readonly DType[], output: DType): string {
+  const t = computeType(output);
+  switch (expr.kind) {
+    case 'copy':
+      return convert('v0', computeType(inputs[0] as DType), t);
+    case 'unary':
+      return unaryExpr(expr.op, t, 'v0');
+    case 'binary':
+      return binaryExpr(expr.op, t, 'v0', 'v1');
+    case 'where': {
+      const zero = computeType(inputs[0] as DType) === 'f32' ? '0.0' : '0';
+      return `select(v2, v1, v0 != ${zero})`;
+    }
+  }
+}
+
+function elementwiseSource(
+  key: string,
+  expr: Expression,
+  inputs: readonly DType[],
+  output: DType,
+  rank: number,
+  outputIsView: boolean,
+  params: ParamStruct,
+): string {
+  // The buffer index of a view: offset + Σ c_k·stride_k.
+  const index = (v: string): string => {
+    const terms = [`params.${v}_offset`];
+    for (let k = 0; k < rank; k++) terms.push(`i32(c${k}) * params.${v}_stride${k}`);
+    return `u32(${terms.join(' + ')})`;
+  };
+  const coords: string[] = [];
+  if (rank > 0) {
+    coords.push('  var rest = i;');
+    for (let k = rank - 1; k > 0; k--) {
+      coords.push(`  let c${k} = rest % params.shape${k};`, `  rest = rest / params.shape${k};`);
+    }
+    coords.push('  let c0 = rest;');
+  }
+  const value = opExpression(expr, inputs, output);
+  const loads = inputs.map((dtype, j) => `  let v${j} = ${load(`x${j}`, index(`x${j}`), dtype)};`);
+  const target = outputIsView ? index('y') : 'i';
+  return `${enables([...inputs, output])}// ${key}: CPU twin in cpu/elementwise.ts.
+${params.wgsl(inputs.length + 1)}
+${inputs.map((dtype, j) => storageBinding(j, `x${j}`, 'read', dtype)).join('\n')}
+${storageBinding(inputs.length, 'y', 'read_write', output)}
+
+${helpersFor(value)}
+
+@compute @workgroup_size(${WORKGROUP})
+fn main(${GRID_BUILTINS}) {
+  let i = (${LINEAR_WORKGROUP}) * ${WORKGROUP}u + lid;
+  if (i >= params.size) { return; }
+  // The flat index as coordinates in the shape, last axis fastest.
+${coords.join('\n')}
+${loads.join('\n')}
+  ${store('y', target, value, output)}
+}
+`;
+}

@@ -1,0 +1,65 @@
+/**
+ * tensorscan's public API: tensors, ops, autograd, memory scopes and backends.
+ *
+ *     import { tensor, setBackend } from 'tensorscan';
+ *     await setBackend('webgpu');            // or keep the default 'cpu'
+ *     const w = tensor([[1, 2], [3, 4]]).requireGrad();
+ *     const loss = w.matmul(w).sum();
+ *     loss.backward();
+ *     console.log(await w.grad!.toArray());
+ */
+import './backends/cpu/index.js';
+
+export { backward } from './autograd/backward.js';
+export { isGradEnabled, noGrad } from './autograd/grad-mode.js';
+export { type GradcheckOptions, gradcheck } from './autograd/gradcheck.js';
+export type { Backend, View } from './backends/backend.js';
+export { backendNames, getBackend, registerBackend, setBackend } from './backends/registry.js';
+export type { DType, TypedArray } from './tensor/dtype.js';
+export { conv1dCausal } from './tensor/ops/conv1d.js';
+export * from './tensor/ops/creation.js';
+export { cumsum } from './tensor/ops/cumsum.js';
+export { dropout } from './tensor/ops/dropout.js';
+export {
+  abs,
+  add,
+  astype,
+  contiguous,
+  div,
+  eq,
+  exp,
+  ge,
+  gelu,
+  gt,
+  le,
+  log,
+  lt,
+  maskedFill,
+  maximum,
+  minimum,
+  mul,
+  ne,
+  neg,
+  pow,
+  relu,
+  rsqrt,
+  sigmoid,
+  silu,
+  softplus,
+  sqrt,
+  sub,
+  tanh,
+  where,
+} from './tensor/ops/elementwise.js';
+export { embedding } from './tensor/ops/embedding.js';
+export { concat, split, stack } from './tensor/ops/join.js';
+export { type CrossEntropyOptions, crossEntropy } from './tensor/ops/loss.js';
+export { causalMask } from './tensor/ops/mask.js';
+export { matmul } from './tensor/ops/matmul.js';
+export { layerNorm, rmsNorm } from './tensor/ops/norm.js';
+export { argmax, logsumexp, max, mean, min, sum } from './tensor/ops/reduce.js';
+export { logSoftmax, softmax } from './tensor/ops/softmax.js';
+export { expand, flatten, narrow, permute, reshape, select, squeeze, transpose, unsqueeze } from './tensor/ops/views.js';
+export { Generator, globalGenerator, manualSeed } from './tensor/random.js';
+export { keep, tidy } from './tensor/scope.js';
+export { type NestedArray, Tensor } from './tensor/tensor.js';

@@ -1,0 +1,87 @@
+/**
+ * Matrix multiplication with NumPy semantics: (…, M, K) @ (…, K, N) → (…, M, N), batch dimensions
+ * broadcast; a 1-D operand is a vector (a row on the left, a column on the right).
+ *
+ * Backward:  dA = dC @ Bᵀ,  dB = Aᵀ @ dC, each summed over the batch dimensions it was broadcast along.
+ * Transposes are views, so the backward matmuls read the same buffers with swapped strides.
+ */
+import { record } from '../../autograd/graph.js';
+import { broadcastShapes, shapeToString, sizeOf } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { fromBuffer } from './creation.js';
+import { checkCompatible, unbroadcast } from './elementwise.js';
+import { broadcastView, reshape, squeeze, transpose, unsqueeze } from './views.js';
+
+/** The kernel call on 3-D (batch, M, K) and (batch, K, N) views. */
+function matmulKernel(a: Tensor, b: Tensor): Tensor {
+  const backend = a.storage.backend;
+  const [batch, M] = a.shape as [number, number, number];
+  const N = b.shape[2] as number;
+  return fromBuffer(backend.matmul(a.view(), b.view()), [batch, M, N], a.dtype, backend);
+}
+
+/**
+ * Views (…batch, rows, cols) as (batch, rows, cols) without recording autograd. The batch dims fold
+ * into one stride when they are evenly spaced (contiguous, or all broadcast with stride 0, as for a
+ * weight matrix shared by every row of a batch); otherwise the operand is copied.
+ */
+function foldBatch(operand: Tensor, shape: number[], batch: number): Tensor {
+  const x = broadcastView(operand, shape);
+  try {
+    return fold(x, batch);
+  } finally {
+    if (x !== operand) x.dispose();
+  }
+}
+
+function fold(x: Tensor, batch: number): Tensor {
+  const lead = x.rank - 2;
+  const batchStrides = x.strides.slice(0, lead).filter((_, i) => (x.shape[i] as number) > 1);
+  const inner = x.shape.slice(0, lead).filter((d) => d > 1);
+  const evenlySpaced = batchStrides.every(
+    (s, i) => i === batchStrides.length - 1 || s === (batchStrides[i + 1] as number) * (inner[i + 1] as number),
+  );
+  const rows = x.shape[lead] as number;
+  const cols = x.shape[lead + 1] as number;
+  const tail = x.strides.slice(lead) as [number, number];
+  if (evenlySpaced) return x.withLayout([batch, rows, cols], [batchStrides[batchStrides.length - 1] ?? 0, ...tail], x.offset);
+  const copy = fromBuffer(x.storage.backend.copy(x.view(), x.dtype), x.shape, x.dtype, x.storage.backend);
+  const folded = copy.withLayout([batch, rows, cols], [rows * cols, cols, 1], 0);
+  copy.dispose();
+  return folded;
+}
+
+/** Batched product of two ≥2-D tensors; batch dims broadcast. */
+function batchedMatmul(a: Tensor, b: Tensor): Tensor {
+  const M = a.shape[a.rank - 2] as number;
+  const K = a.shape[a.rank - 1] as number;
+  const N = b.shape[b.rank - 1] as number;
+  if (b.shape[b.rank - 2] !== K) {
+    throw new Error(`matmul: shapes ${shapeToString(a.shape)} and ${shapeToString(b.shape)} do not align (${K} ≠ ${b.shape[b.rank - 2]}).`);
+  }
+  const batchShape = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const batch = sizeOf(batchShape);
+  const a3 = foldBatch(a, [...batchShape, M, K], batch);
+  const b3 = foldBatch(b, [...batchShape, K, N], batch);
+  const c3 = matmulKernel(a3, b3);
+  a3.dispose();
+  b3.dispose();
+  const c = reshape(c3, [...batchShape, M, N]);
+  c3.dispose();
+  return record(c, 'matmul', [a, b], (g) => [
+    unbroadcast(batchedMatmul(g, transpose(b)), a.shape),
+    unbroadcast(batchedMatmul(transpose(a), g), b.shape),
+  ]);
+}
+
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkCompatible('matmul', a, b);
+  if (a.rank === 0 || b.rank === 0) throw new Error('matmul: operands must have at least one dimension; use mul for scalars.');
+  // Vectors become matrices for the product, and their added axis is removed afterwards.
+  const a2 = a.rank === 1 ? unsqueeze(a, 0) : a;
+  const b2 = b.rank === 1 ? unsqueeze(b, 1) : b;
+  let c = batchedMatmul(a2, b2);
+  if (a.rank === 1) c = squeeze(c, -2);
+  if (b.rank === 1) c = squeeze(c, -1);
+  return c;
+}
