@@ -4,8 +4,9 @@
  * Prints GFLOP/s (2·M·N·K flops per product, best of 5 runs after a warm-up) for square float32
  * products, with B contiguous and transposed, and for a batched x @ W whose W is broadcast.
  */
-import { CpuBackend } from '../src/backends/cpu/index.js';
+
 import type { View } from '../src/backends/backend.js';
+import { CpuBackend } from '../src/backends/cpu/index.js';
 import { uniformAt } from '../src/tensor/random.js';
 
 const cpu = new CpuBackend();
@@ -34,4 +35,8 @@ for (const n of [256, 512, 1024]) {
   gflops(`${n}³, B transposed`, a, randomView([1, n, n], [n * n, 1, n], n * n, 3));
 }
 const [batch, T, C] = [16, 256, 512];
-gflops(`(${batch}, ${T}, ${C}) @ broadcast (${C}, ${C})`, randomView([batch, T, C], [T * C, C, 1], batch * T * C, 4), randomView([batch, C, C], [0, C, 1], C * C, 5));
+gflops(
+  `(${batch}, ${T}, ${C}) @ broadcast (${C}, ${C})`,
+  randomView([batch, T, C], [T * C, C, 1], batch * T * C, 4),
+  randomView([batch, C, C], [0, C, 1], C * C, 5),
+);

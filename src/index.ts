@@ -15,6 +15,30 @@ export { isGradEnabled, noGrad } from './autograd/grad-mode.js';
 export { type GradcheckOptions, gradcheck } from './autograd/gradcheck.js';
 export type { Backend, View } from './backends/backend.js';
 export { backendNames, getBackend, registerBackend, setBackend } from './backends/registry.js';
+export { describe } from './models/describe.js';
+export { type GenerateOptions, generate, sampleToken } from './models/generate.js';
+export { type ArchConfig, type DecodeState, LanguageModel, type ModelOptions } from './models/language-model.js';
+export { CausalConv1d } from './models/layers/conv1d.js';
+export { Dropout } from './models/layers/dropout.js';
+export { Embedding, type EmbeddingOptions } from './models/layers/embedding.js';
+export { Linear, type LinearOptions } from './models/layers/linear.js';
+export { LayerNorm, RMSNorm } from './models/layers/norm.js';
+export { SelectiveSSM, type SelectiveSSMOptions } from './models/layers/selective-ssm.js';
+export { MambaBlock, type MambaConfig, MambaLM, MambaMixer, MambaState, mambaConfig, mambaPresets } from './models/mamba.js';
+export { Module } from './models/module.js';
+export { createModel, type ModelConfig, type PresetName, presets } from './models/presets.js';
+export { loadSafetensors, saveSafetensors } from './models/safetensors.js';
+export { loadModel, saveModel } from './models/saved-model.js';
+export { SeedMamba, type SeedMambaConfig, SeedMambaState, seedMambaConfig } from './models/seed-mamba.js';
+export {
+  CausalSelfAttention,
+  MLP,
+  TransformerBlock,
+  type TransformerConfig,
+  TransformerLM,
+  TransformerState,
+  transformerPresets,
+} from './models/transformer.js';
 export type { DType, TypedArray } from './tensor/dtype.js';
 export { conv1dCausal } from './tensor/ops/conv1d.js';
 export * from './tensor/ops/creation.js';
@@ -58,6 +82,7 @@ export { causalMask } from './tensor/ops/mask.js';
 export { matmul } from './tensor/ops/matmul.js';
 export { layerNorm, rmsNorm } from './tensor/ops/norm.js';
 export { argmax, logsumexp, max, mean, min, sum } from './tensor/ops/reduce.js';
+export { type SelectiveScanOptions, type SelectiveScanResult, selectiveScan } from './tensor/ops/selective-scan.js';
 export { logSoftmax, softmax } from './tensor/ops/softmax.js';
 export { expand, flatten, narrow, permute, reshape, select, squeeze, transpose, unsqueeze } from './tensor/ops/views.js';
 export { Generator, globalGenerator, manualSeed } from './tensor/random.js';

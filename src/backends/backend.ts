@@ -170,15 +170,22 @@ export interface Backend {
    * The recurrence, discretised inside the kernel:
    *     h_t = exp(Δ_t·A) ⊙ h_{t−1} + Δ_t·B_t·u_t  (h_0 = 0),   y_t = Σ_n C_t[n]·h_t[n]
    * per (batch, dim) row and state n. Gives y (batch, dim, len) and the last state h_len (batch, dim, N).
+   *
+   * With `save`, the backend may also return `saved`: what its backward wants kept from this forward
+   * (the WebGPU backend: the state entering every chunk of 64 steps, N/64 floats per element of u).
+   * The caller hands it to `selectiveScanGrad` and frees it afterwards. A backend may return none (the
+   * CPU backend recomputes everything).
    */
-  selectiveScan(x: ScanInputs, sizes: ScanSizes): { y: BufferHandle; lastState: BufferHandle };
+  selectiveScan(x: ScanInputs, sizes: ScanSizes, save?: boolean): { y: BufferHandle; lastState: BufferHandle; saved?: BufferHandle };
   /**
    * Gradients of Σ dy ⊙ y with respect to u, Δ (batch, dim, len), A (dim, N) and B, C (batch, N, len),
-   * by the reverse recurrence dh_t = C_t·dy_t + exp(Δ_{t+1}·A) ⊙ dh_{t+1}.
+   * by the reverse recurrence dh_t = C_t·dy_t + exp(Δ_{t+1}·A) ⊙ dh_{t+1}. `saved` is the forward's,
+   * if it returned one; without it the backend recomputes what it needs.
    */
   selectiveScanGrad(
     x: ScanInputs,
     dy: BufferHandle,
     sizes: ScanSizes,
+    saved?: BufferHandle,
   ): { du: BufferHandle; ddelta: BufferHandle; dA: BufferHandle; dB: BufferHandle; dC: BufferHandle };
 }

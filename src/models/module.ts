@@ -36,6 +36,11 @@ export abstract class Module {
     return out;
   }
 
+  /** The parameters by dotted name (the live tensors, not copies), as saved to a weights file. */
+  stateDict(): Map<string, Tensor> {
+    return new Map(this.namedParameters());
+  }
+
   parameters(): Tensor[] {
     return this.namedParameters().map(([, p]) => p);
   }

@@ -12,8 +12,8 @@
  * `Int32Array` truncates toward zero (ToInt32), and into float16 rounds to nearest-even.
  */
 import { Float16Array } from '@petamoriken/float16';
-import type { BufferHandle } from '../backend.js';
 import { allocArray, type DType, dtypeOf, type TypedArray } from '../../tensor/dtype.js';
+import type { BufferHandle } from '../backend.js';
 
 /** The typed arrays kernels compute with: every dtype except float16's Proxy-backed array. */
 export type NumericArray = Float32Array | Int32Array | Float64Array;
@@ -47,7 +47,8 @@ const HALF_TO_FLOAT = (() => {
     const sign = bits & 0x8000 ? -1 : 1;
     const exponent = (bits >> 10) & 0x1f;
     const mantissa = bits & 0x3ff;
-    if (exponent === 0) table[bits] = sign * mantissa * 2 ** -24; // zero and subnormals
+    // Exponent 0 holds zero and the subnormals (no implicit leading 1); 31 holds ±∞ and NaN.
+    if (exponent === 0) table[bits] = sign * mantissa * 2 ** -24;
     else if (exponent === 31) table[bits] = mantissa === 0 ? sign * Infinity : NaN;
     else table[bits] = sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
   }
@@ -90,5 +91,4 @@ export const converted = (data: TypedArray, dtype: DType): TypedArray =>
  * The elements of `data` as stored, sharing its memory: float16 as its 16-bit patterns. Moving these
  * between two arrays of the same dtype copies values bit-exactly without decoding them.
  */
-export const rawElements = (data: TypedArray): NumericArray | Uint16Array =>
-  data instanceof Float16Array ? halfBits(data) : data;
+export const rawElements = (data: TypedArray): NumericArray | Uint16Array => (data instanceof Float16Array ? halfBits(data) : data);

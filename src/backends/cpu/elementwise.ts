@@ -7,28 +7,29 @@
  * rather than one loop calling a function picked from a table: a call site that only ever sees one
  * function is inlined by V8, one that sees fifteen is not.
  */
-import { shapesEqual, shapeToString, sizeOf } from '../../tensor/shape.js';
+
 import type { DType, TypedArray } from '../../tensor/dtype.js';
 import { normalAt, pcgHash, uniformAt } from '../../tensor/random.js';
+import { shapesEqual, shapeToString, sizeOf } from '../../tensor/shape.js';
 import type { BinaryOp, RandomDist, UnaryOp, View } from '../backend.js';
 import { rawElements, readable, resultArray, stored } from './buffer.js';
 import { contiguousValues, gather, scatter } from './strided.js';
 
-// ---- scalar definitions of the non-trivial unary ops (shared with the tests' expectations) ----
+// ---- scalar definitions of the non-trivial unary ops ----
 
 /** The logistic function σ(x) = 1 / (1 + e^−x); in doubles e^−x overflows only to ∞, giving 0. */
-export const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
+const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 const GELU_A = 0.044715;
 
 /** GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-export function gelu(x: number): number {
+function gelu(x: number): number {
   return 0.5 * x * (1 + Math.tanh(GELU_C * (x + GELU_A * x * x * x)));
 }
 
 /** The exact derivative of `gelu`: 0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh(…). */
-export function geluGrad(x: number): number {
+function geluGrad(x: number): number {
   const t = Math.tanh(GELU_C * (x + GELU_A * x * x * x));
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * x * x);
 }
@@ -37,10 +38,10 @@ export function geluGrad(x: number): number {
  * softplus(x) = log(1 + eˣ). Above 20 it returns x, as PyTorch does (the difference is below e⁻²⁰, and
  * eˣ would overflow for x > 709); `log1p` keeps it accurate for very negative x, where eˣ ≪ 1.
  */
-export const softplus = (x: number): number => (x > 20 ? x : Math.log1p(Math.exp(x)));
+const softplus = (x: number): number => (x > 20 ? x : Math.log1p(Math.exp(x)));
 
 /** silu'(x) = σ(x)·(1 + x·(1 − σ(x))). */
-export function siluGrad(x: number): number {
+function siluGrad(x: number): number {
   const s = sigmoid(x);
   return s * (1 + x * (1 - s));
 }
@@ -144,7 +145,7 @@ export function binary(op: BinaryOp, a: View, aData: TypedArray, b: View, bData:
       for (let i = 0; i < n; i++) out[i] = as[i] / bs[i];
       break;
     case 'pow':
-      for (let i = 0; i < n; i++) out[i] = Math.pow(as[i], bs[i]);
+      for (let i = 0; i < n; i++) out[i] = as[i] ** bs[i];
       break;
     case 'maximum': // Math.max/min propagate NaN, as torch.maximum/minimum do
       for (let i = 0; i < n; i++) out[i] = Math.max(as[i], bs[i]);

@@ -18,7 +18,7 @@ import { gatherRows, scatterAddRows } from './embedding.js';
 import { crossEntropy, crossEntropyGrad } from './loss.js';
 import { matmul } from './matmul.js';
 import { cumsum, reduce, softmax } from './reduce.js';
-import { type ScanArrays, selectiveScan, selectiveScanGrad } from './selective-scan.js';
+import { type ScanArrays, selectiveScanBackward, selectiveScanForward } from './selective-scan.js';
 
 /** One past the furthest buffer element the view touches (0 for an empty view): its minimum length. */
 function extent(view: View): number {
@@ -194,7 +194,7 @@ export class CpuBackend implements Backend {
   }
 
   selectiveScan(x: ScanInputs, sizes: ScanSizes): { y: BufferHandle; lastState: BufferHandle } {
-    const { y, lastState } = selectiveScan(this.#scanArrays(x, sizes, 'selectiveScan'), sizes);
+    const { y, lastState } = selectiveScanForward(this.#scanArrays(x, sizes, 'selectiveScan'), sizes);
     return { y: this.#wrap(y), lastState: this.#wrap(lastState) };
   }
 
@@ -205,7 +205,7 @@ export class CpuBackend implements Backend {
   ): { du: BufferHandle; ddelta: BufferHandle; dA: BufferHandle; dB: BufferHandle; dC: BufferHandle } {
     const op = 'selectiveScanGrad';
     const dyData = arrayOf(dy, op, sizes.batch * sizes.dim * sizes.len);
-    const g = selectiveScanGrad(this.#scanArrays(x, sizes, op), dyData, sizes);
+    const g = selectiveScanBackward(this.#scanArrays(x, sizes, op), dyData, sizes);
     return { du: this.#wrap(g.du), ddelta: this.#wrap(g.ddelta), dA: this.#wrap(g.dA), dB: this.#wrap(g.dB), dC: this.#wrap(g.dC) };
   }
 }

@@ -1,8 +1,9 @@
 /**
  * Row kernels over a contiguous (rows, cols) array: reductions, prefix sums and softmax.
  *
- * Each works one row at a time, accumulating in a JS double, so a float32 sum of a long row loses no
- * more than one final rounding. The caller moves the reduced axis last (and makes it contiguous).
+ * Each works one row at a time, accumulating in a JS double, so summing a long float32 row adds
+ * essentially no error beyond the final rounding. The caller moves the reduced axis last (and makes
+ * it contiguous).
  */
 import type { DType, TypedArray } from '../../tensor/dtype.js';
 import type { ReduceOp } from '../backend.js';
@@ -34,7 +35,7 @@ export function reduce(op: ReduceOp, data: TypedArray, dtype: DType, rows: numbe
           const v = x[i];
           if (v > m) {
             m = v;
-          } else if (v !== v) {
+          } else if (Number.isNaN(v)) {
             m = NaN;
             break;
           }
@@ -48,7 +49,7 @@ export function reduce(op: ReduceOp, data: TypedArray, dtype: DType, rows: numbe
           const v = x[i];
           if (v < m) {
             m = v;
-          } else if (v !== v) {
+          } else if (Number.isNaN(v)) {
             m = NaN;
             break;
           }
@@ -60,13 +61,13 @@ export function reduce(op: ReduceOp, data: TypedArray, dtype: DType, rows: numbe
         // Strict `>` keeps the first of equal maxima; starting at x[start] makes an all −∞ row give 0.
         let best = x[start];
         let arg = 0;
-        if (best === best) {
+        if (!Number.isNaN(best)) {
           for (let i = start + 1; i < end; i++) {
             const v = x[i];
             if (v > best) {
               best = v;
               arg = i - start;
-            } else if (v !== v) {
+            } else if (Number.isNaN(v)) {
               arg = i - start;
               break;
             }

@@ -8,8 +8,9 @@
  * last digit turns fastest, and when a digit wraps it resets and carries into the digit on its left —
  * keeping a running offset instead of re-multiplying strides for every element.
  */
-import type { View } from '../backend.js';
+
 import { sizeOf } from '../../tensor/shape.js';
+import type { View } from '../backend.js';
 import type { NumericArray } from './buffer.js';
 
 /**

@@ -111,10 +111,6 @@ export class BufferPool {
     return this.allocatedBytes;
   }
 
-  pooledBytes(): number {
-    return this.idleBytes;
-  }
-
   private destroy(b: PooledBuffer): void {
     this.allocatedBytes -= b.capacity;
     // Submitted work may still use it; WebGPU defers the real release until that work is done.

@@ -55,6 +55,12 @@ const REQUESTED_LIMITS = [
   'maxComputeWorkgroupsPerDimension',
 ] as const;
 
+/**
+ * Dawn instances (`navigator.gpu`) of open devices. Held only to keep them alive: a garbage-collected
+ * instance tears its device down under our feet (a segfault at the next wait, seen with lavapipe).
+ */
+const instances = new Set<GPU>();
+
 const NO_ADAPTER =
   'No WebGPU adapter was found: this machine has no GPU that Dawn can use. On Linux without a GPU, ' +
   'run `npm run setup` to install Mesa lavapipe (software Vulkan), or use the CPU backend.';
@@ -67,6 +73,7 @@ export class GpuDevice {
   private destroyed = false;
 
   private constructor(
+    private readonly instance: GPU,
     readonly device: GPUDevice,
     private readonly info: GPUAdapterInfo,
     readonly limits: GpuLimits,
@@ -86,7 +93,9 @@ export class GpuDevice {
   static async open(flags: string[] = flagsFromEnv()): Promise<GpuDevice> {
     // Imported here, not at the top, so that merely registering the backend does not load Dawn.
     const { create } = await import('webgpu');
-    const adapter = await create(flags).requestAdapter({ powerPreference: 'high-performance' });
+    const instance = create(flags);
+    instances.add(instance);
+    const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new Error(NO_ADAPTER);
 
     const requiredLimits: Record<string, number> = {};
@@ -109,7 +118,7 @@ export class GpuDevice {
       subgroups: device.features.has('subgroups'),
       timestampQuery: device.features.has('timestamp-query'),
     };
-    return new GpuDevice(device, adapter.info, limits, features);
+    return new GpuDevice(instance, device, adapter.info, limits, features);
   }
 
   /** One line naming the GPU, for the CLI: vendor, architecture, device and driver description. */
@@ -137,5 +146,6 @@ export class GpuDevice {
     if (this.destroyed) return;
     this.destroyed = true;
     this.device.destroy();
+    instances.delete(this.instance);
   }
 }

@@ -6,7 +6,8 @@
  * same ToInt32 a JS `Int32Array` store does.
  *
  * WGSL leaves several cases undefined that JS defines (pow of a negative base, max with NaN, tanh of
- * huge arguments on some drivers), so the helpers below spell out the JS behaviour.
+ * huge arguments on some drivers), and shader compilers may optimise as if NaN did not exist, so the
+ * helpers below spell out the JS behaviour without relying on NaN comparisons.
  */
 import type { BinaryOp, UnaryOp } from '../../backend.js';
 import { type ComputeType, TO_INT32 } from '../wgsl.js';
@@ -21,14 +22,14 @@ const F32_UNARY: Record<UnaryOp, Expr1> = {
   log: (x) => `log(${x})`,
   sqrt: (x) => `sqrt(${x})`,
   rsqrt: (x) => `1.0 / sqrt(${x})`,
-  tanh: (x) => `tanhSafe(${x})`,
+  tanh: (x) => `tanhF32(${x})`,
   sigmoid: (x) => `sigmoid(${x})`,
   silu: (x) => `${x} * sigmoid(${x})`,
   gelu: (x) => `gelu(${x})`,
   softplus: (x) => `softplus(${x})`,
   relu: (x) => `select(${x}, 0.0, ${x} < 0.0)`, // keeps NaN, like Math.max(x, 0)
   abs: (x) => `abs(${x})`,
-  sign: (x) => `sign(${x})`,
+  sign: (x) => `signJs(${x})`,
   siluGrad: (x) => `siluGrad(${x})`,
   geluGrad: (x) => `geluGrad(${x})`,
 };
@@ -41,9 +42,13 @@ const I32_UNARY: Partial<Record<UnaryOp, Expr1>> = {
   relu: (x) => `max(${x}, 0)`,
 };
 
+// `ne` is written !(a == b): a compiler assuming no NaNs may make a != b false for NaN (lavapipe
+// does), while JS's a !== b is true.
 const compare = (op: string, t: ComputeType): Expr2 => {
   const [zero, one] = t === 'f32' ? ['0.0', '1.0'] : ['0', '1'];
-  return (a, b) => `select(${zero}, ${one}, ${a} ${op} ${b})`;
+  return op === '!='
+    ? (a, b) => `select(${zero}, ${one}, !(${a} == ${b}))`
+    : (a, b) => `select(${zero}, ${one}, ${a} ${op} ${b})`;
 };
 
 const binaryTable = (t: ComputeType): Record<BinaryOp, Expr2> => ({
@@ -82,7 +87,9 @@ const HELPERS: readonly (readonly [name: string, wgsl: string])[] = [
   ['toInt32', TO_INT32.trim()],
   [
     'isNan',
-    `fn isNan(x: f32) -> bool { return x != x; }`,
+    `// NaN tested on the bits: shader compilers may assume NaN never occurs and fold x != x to false
+// (lavapipe does), but they cannot fold integer arithmetic.
+fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }`,
   ],
   [
     'sigmoid',
@@ -93,24 +100,37 @@ fn sigmoid(x: f32) -> f32 {
 }`,
   ],
   [
-    'tanhSafe',
-    `// tanh is ±1 in f32 beyond |x| = 15 (1 − tanh 15 < 2⁻⁴²); clamping protects against drivers that
-// evaluate tanh through e^2x, which overflows to ∞/∞ = NaN for large x.
-fn tanhSafe(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }`,
+    'tanhF32',
+    `// tanh to f32 accuracy. GPUs may evaluate WGSL's tanh as (e^2x − 1)/(e^2x + 1), which loses all
+// relative precision near 0 (lavapipe: tanh(1e−8) = 3e−8) and gives ∞/∞ = NaN for large x on some
+// drivers. Near 0 this uses Cephes' tanhf polynomial; elsewhere 1 − 2/(e^2|x| + 1), which has no
+// cancellation for |x| ≥ 0.625 and tends to 1 without overflow trouble.
+fn tanhF32(x: f32) -> f32 {
+  if (isNan(x)) { return x; }
+  let a = abs(x);
+  if (a < 0.625) {
+    let z = x * x;
+    return x + x * z * ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z + 1.33314422036e-1) * z - 3.33332819422e-1);
+  }
+  return sign(x) * (1.0 - 2.0 / (exp(2.0 * min(a, 20.0)) + 1.0));
+}`,
   ],
   [
     'gelu',
-    `// GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    `// GELU, tanh approximation: 0.5·x·(1 + tanh(z)), z = √(2/π)·(x + 0.044715·x³). Written as x·σ(2z)
+// (since 1 + tanh z = 2σ(2z)), which does not cancel to 0 for negative x the way 1 + tanh z does.
 fn gelu(x: f32) -> f32 {
-  return 0.5 * x * (1.0 + tanhSafe(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  return x * sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x));
 }`,
   ],
   [
     'geluGrad',
-    `// d gelu/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh(√(2/π)·(x + 0.044715·x³)).
+    `// d gelu/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh z; with s = σ(2z),
+// 1 + t = 2s and 1 − t² = 4s(1 − s), so it is s + 2x·s·σ(−2z)·√(2/π)·(1 + 3·0.044715·x²), free of cancellation.
 fn geluGrad(x: f32) -> f32 {
-  let t = tanhSafe(0.7978845608028654 * (x + 0.044715 * x * x * x));
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+  let z2 = 1.5957691216057308 * (x + 0.044715 * x * x * x);
+  let s = sigmoid(z2);
+  return s + 2.0 * x * s * sigmoid(-z2) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
 }`,
   ],
   [
@@ -123,11 +143,13 @@ fn siluGrad(x: f32) -> f32 {
   ],
   [
     'log1p',
-    `// log(1 + y), accurate when 1 + y rounds to 1 (Goldberg's trick: the rounding error of u = 1 + y cancels).
+    `// log(1 + y) for y ≥ 0, accurate when y is tiny: below 0.1 by its series y − y²/2 + y³/3 − …
+// (the first omitted term is < 1e−9 relative), above it as log(1 + y), where rounding 1 + y costs
+// at most a few ulp. (Goldberg's trick log(u)·y/(u − 1) would be exact too, but a compiler that
+// assumes real arithmetic may fold u − 1 back to y, as lavapipe's does.)
 fn log1p(y: f32) -> f32 {
-  let u = 1.0 + y;
-  if (u == 1.0) { return y; }
-  return log(u) * (y / (u - 1.0));
+  if (y >= 0.1) { return log(1.0 + y); }
+  return y * (1.0 - y * (1.0 / 2.0 - y * (1.0 / 3.0 - y * (1.0 / 4.0 - y * (1.0 / 5.0 - y * (1.0 / 6.0 - y * (1.0 / 7.0 - y / 8.0)))))));
 }`,
   ],
   [
@@ -139,26 +161,43 @@ fn softplus(x: f32) -> f32 {
 }`,
   ],
   [
+    'signJs',
+    `// Math.sign: −1, 0 or 1, and NaN for NaN (WGSL's sign gives 0 there on some GPUs).
+fn signJs(x: f32) -> f32 { return select(sign(x), x, isNan(x)); }`,
+  ],
+  [
     'maxNan',
     `// Math.max: NaN if either is NaN (WGSL's max may return either operand then).
-fn maxNan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, isNan(a) || isNan(b)); }`,
+fn maxNan(a: f32, b: f32) -> f32 {
+  if (isNan(a)) { return a; }
+  return select(max(a, b), b, isNan(b));
+}`,
   ],
   [
     'minNan',
-    `fn minNan(a: f32, b: f32) -> f32 { return select(min(a, b), a + b, isNan(a) || isNan(b)); }`,
+    `fn minNan(a: f32, b: f32) -> f32 {
+  if (isNan(a)) { return a; }
+  return select(min(a, b), b, isNan(b));
+}`,
   ],
   [
     'powJs',
-    `// Math.pow's rules where WGSL's pow (exp2(y·log2 x)) is undefined: x ≤ 0, and y = 0.
+    `// Math.pow's rules where WGSL's pow (exp2(y·log2 x)) is undefined: x ≤ 0, y = 0, NaN.
 fn powJs(x: f32, y: f32) -> f32 {
   if (y == 0.0) { return 1.0; } // even 0⁰ and NaN⁰
+  if (isNan(x) || isNan(y)) { return x + y; }
+  let odd = fract(0.5 * y) == 0.5; // y is an odd whole number (f32s above 2²⁴ are all even)
+  if (x == 0.0) {
+    let r = select(1.0 / x, x, y > 0.0); // ±0 or ±∞, with the sign of the zero
+    return select(abs(r), r, odd);
+  }
   if (x > 0.0) { return pow(x, y); }
-  if (x == 0.0) { return select(1.0 / abs(x), 0.0, y > 0.0); } // 0 or +∞
   if (y == trunc(y)) { // a negative base to a whole power: odd powers are negative
     let r = pow(-x, y);
-    return select(r, -r, fract(0.5 * y) != 0.0);
+    return select(r, -r, odd);
   }
-  return sqrt(x); // a negative base to a fractional power (or NaN): NaN
+  if (x < -3.4028234e38) { return pow(-x, y); } // (−∞)^y for fractional y
+  return sqrt(x); // a negative base to a fractional power: NaN
 }`,
   ],
   [

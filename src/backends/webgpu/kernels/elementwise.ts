@@ -133,8 +133,10 @@ function opExpression(expr: Expression, inputs: readonly DType[], output: DType)
     case 'binary':
       return binaryExpr(expr.op, t, 'v0', 'v1');
     case 'where': {
+      // !(c == 0) rather than c != 0, so that a NaN condition counts as true even when the compiler
+      // assumes there are no NaNs (see elementwise-ops.ts).
       const zero = computeType(inputs[0] as DType) === 'f32' ? '0.0' : '0';
-      return `select(v2, v1, v0 != ${zero})`;
+      return `select(v2, v1, !(v0 == ${zero}))`;
     }
   }
 }

@@ -1,0 +1,63 @@
+/**
+ * Timing finished work, the one rule every benchmark here follows.
+ *
+ * Ops return as soon as their work is *queued*; on a GPU the work runs later. A clock stopped when the
+ * JS call returns measures how fast we can enqueue, not how fast the device computes. So a sample runs
+ * from the moment the work starts being queued until `backend.sync()` resolves, i.e. until the device
+ * has finished everything queued. On the CPU backend every op finishes before it returns and `sync()`
+ * resolves at once, so the same code measures both.
+ *
+ * Why not benny (benchmark.js)? It decides the number of runs itself (many, adaptively), which is
+ * minutes for one 16 384-token forward pass on a slow device, and it has no notion of waiting for a
+ * device. This harness is small enough to read: warm-up runs (shader compilation, pool growth, JIT),
+ * then a fixed number of timed runs, of which we report the median (robust to the odd slow run: a
+ * garbage collection, another process on the machine).
+ */
+import type { Backend } from '../src/backends/backend.js';
+
+export interface TimingOptions {
+  /** Untimed runs first: they compile pipelines and fill the buffer pool. */
+  warmup: number;
+  /** Timed runs wanted. */
+  repeats: number;
+  /** Stop taking samples once they add up to this many ms (after at least one), so slow points stay bounded. */
+  budgetMs: number;
+}
+
+export interface Timing {
+  /** Median of the samples, in ms. */
+  medianMs: number;
+  /** Every timed run, in ms, in order. */
+  samplesMs: number[];
+}
+
+/** The median of a non-empty list (the mean of the two middle values for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/**
+ * Times `enqueue` — which queues work on `backend` and returns — until that work has finished on the
+ * device. Errors (an out-of-memory from the backend, a GPU error reported at `sync`) propagate.
+ */
+export async function timeFinished(backend: Backend, enqueue: () => void, options: TimingOptions): Promise<Timing> {
+  for (let i = 0; i < options.warmup; i++) {
+    enqueue();
+    await backend.sync();
+  }
+  // Work queued before we were called must not be counted in the first sample.
+  await backend.sync();
+  const samplesMs: number[] = [];
+  let spent = 0;
+  while (samplesMs.length < options.repeats && (samplesMs.length === 0 || spent < options.budgetMs)) {
+    const start = performance.now();
+    enqueue();
+    await backend.sync();
+    const ms = performance.now() - start;
+    samplesMs.push(ms);
+    spent += ms;
+  }
+  return { medianMs: median(samplesMs), samplesMs };
+}

@@ -1,0 +1,445 @@
+/**
+ * Mamba's selective scan, forward: the recurrence of docs/selective-scan.md fused with its
+ * discretisation, as a chunked work-efficient (Blelloch) scan. CPU twin: `selectiveScanForward` in
+ * `cpu/selective-scan.ts`. The backward is `selective-scan-grad.ts`.
+ *
+ * For every row (b, d) and state n, with the step x_t = (ā_t, b̄_t):
+ *
+ *     ā_t = exp(Δ_t·A[d, n])      b̄_t = Δ_t·B[b, n, t]·u_t
+ *     h_t = ā_t·h_{t−1} + b̄_t   (h_0 = 0)          y_t = Σ_n C[b, n, t]·h_t[n]
+ *
+ * and (a₁, b₁) ∘ (a₂, b₂) = (a₁·a₂, a₂·b₁ + b₂) is "x₁, then x₂": h_t is the b of x_1 ∘ … ∘ x_t.
+ *
+ * ## Who does what
+ *
+ * A workgroup owns a **tile of `rows` rows** (consecutive d of one batch b) and walks the sequence
+ * in **chunks of `chunkLen` = segs·steps steps**, carrying each (row, n)'s state from chunk to chunk.
+ * Invocation (r, seg) owns row r and `steps` consecutive steps, its *segment*, of every chunk:
+ *
+ *                    chunk c (chunkLen steps)                      chunk c + 1
+ *           seg 0        seg 1        seg 2        seg 3
+ *     r 0   [0 .. k)     [k .. 2k)    [2k .. 3k)   [3k .. 4k)   │  …
+ *     r 1   [0 .. k)     [k .. 2k)    …                        │
+ *     …                                                          │
+ *     r 15  …                                                    │   carry[n][r] crosses here
+ *
+ * Invocations are numbered row-fastest (lid = seg·rows + r), so neighbouring invocations (a subgroup
+ * on real GPUs) are neighbouring rows at the same step: they read the same B[b, n, t] and C[b, n, t],
+ * which the GPU serves as one broadcast. B and C are shared by all dim channels; a tile reads them
+ * once for all its rows instead of once per row.
+ *
+ * ## One chunk
+ *
+ *  1. **Stage** Δ and Δ·u of the tile into workgroup memory, reading global memory along len
+ *     (coalesced), then each invocation copies its segment into registers.
+ *  2. **Local totals.** Per state n, each invocation composes its segment sequentially:
+ *     T = x_first ∘ … ∘ x_last = (Π ā, the state the segment would produce from h = 0).
+ *     ā and b̄ live in registers only: no (batch, dim, len, N) tensor ever reaches global memory.
+ *  3. **Scan the segment totals** of each (row, n) with Blelloch's up-sweep and down-sweep in
+ *     workgroup memory (`upSweep`, `downSweep` below), log₂(segs) levels each. The root is not
+ *     cleared to the identity but set to the state entering the chunk, so the down-sweep hands
+ *     every segment the actual state h entering it, and the up-sweep's total moves `carry` on.
+ *  4. **Apply.** Each invocation re-runs its segment from that state, h_t = ā_t·h_{t−1} + b̄_t,
+ *     adding C_t·h_t into its y registers. ā is recomputed rather than kept from step 2: keeping it
+ *     for every (n, step) would take N·steps registers per invocation.
+ *  5. **Write y** through workgroup memory again, so the stores are coalesced along len.
+ *
+ * The N states are scanned `group` at a time (all of them when they fit in workgroup memory), so
+ * one chunk costs 2 + 2·log₂(segs) + 3 barriers per group (stage; local totals; the up-sweep
+ * levels; the root; the down-sweep levels; after the apply; y staged; y written). Work is O(len)
+ * per (row, n): steps sequential combines per segment twice, plus 2·(segs − 1) tree combines.
+ *
+ * Steps past len (a partial last chunk) and rows past dim (a partial last tile) get Δ = 0, u = 0,
+ * the identity (1, 0): they leave the state alone, so neither needs a branch around the scan.
+ *
+ * ## What the backward gets
+ *
+ * The state entering every chunk, `chunkStates` (batch, dim, nChunks, N), f32, when asked for: the
+ * backward recomputes the states inside a chunk from it instead of storing them all. The same
+ * kernel without y (mode 'states') makes it when the forward did not.
+ */
+import type { DType } from '../../../tensor/dtype.js';
+import type { ScanInputs, ScanSizes } from '../../backend.js';
+import type { PooledBuffer } from '../buffer-pool.js';
+import type { Executor, Kernel } from '../executor.js';
+import { gpuBufferOf } from '../handle.js';
+import { ParamStruct } from '../params.js';
+import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
+import { runFill } from './fill.js';
+
+/**
+ * Steps per chunk, for forward and backward alike: the backward reads the states the forward saved
+ * at these boundaries. chunkStates holds N/chunkLen floats per element of u.
+ */
+export const CHUNK_LEN = 64;
+
+/** How a workgroup cuts its tile: rows × chunkLen steps, segs·steps = chunkLen, `group` states at a time. */
+export interface ScanTiling {
+  readonly rows: number;
+  readonly segs: number;
+  readonly steps: number;
+  readonly group: number;
+}
+
+/** The largest divisor of N that is at most `max`: states per scan round, so rounds are full. */
+export function stateGroup(N: number, max: number): number {
+  for (let g = Math.min(N, max); g > 1; g--) if (N % g === 0) return g;
+  return 1;
+}
+
+const FORWARD_ROWS = 16;
+const FORWARD_SEGS = 4;
+const MAX_GROUP = 16;
+
+/** Workgroup-memory bytes of the forward kernel: the Δ and Δ·u tile, the trees, carry. */
+const forwardSharedBytes = (t: ScanTiling, N: number): number =>
+  4 * (2 * t.rows * (CHUNK_LEN + 1) + 2 * t.group * t.segs * t.rows + N * t.rows);
+
+/** The forward tiling for N states within the device's workgroup memory. */
+export function forwardTiling(N: number, maxSharedBytes: number): ScanTiling {
+  const base = { rows: FORWARD_ROWS, segs: FORWARD_SEGS, steps: CHUNK_LEN / FORWARD_SEGS };
+  for (let max = MAX_GROUP; ; max--) {
+    const tiling = { ...base, group: stateGroup(N, max) };
+    if (forwardSharedBytes(tiling, N) <= maxSharedBytes || tiling.group === 1) return tiling;
+  }
+}
+
+/** Number of chunks and of floats in chunkStates for these sizes. */
+export const chunkCount = (len: number): number => Math.ceil(len / CHUNK_LEN);
+export const chunkStatesSize = ({ batch, dim, len, N }: ScanSizes): number => batch * dim * chunkCount(len) * N;
+
+/** The constants every scan kernel declares, from its tiling. */
+export function tilingConstants(t: ScanTiling, N: number): string {
+  return `const ROWS: u32 = ${t.rows}u;      // rows (consecutive d of one batch) per workgroup
+const SEGS: u32 = ${t.segs}u;      // segments per chunk, one per invocation of a row
+const STEPS: u32 = ${t.steps}u;    // consecutive steps per segment, scanned sequentially
+const CHUNK: u32 = ${t.segs * t.steps}u;   // steps per chunk = SEGS·STEPS
+const THREADS: u32 = ${t.rows * t.segs}u; // = ROWS·SEGS
+const N: u32 = ${N}u;          // states per channel
+const GROUP: u32 = ${t.group}u;     // states scanned together (N is a multiple)
+const STRIDE: u32 = CHUNK + 1u; // pitch of a tile row, padded so a tile's rows start in different banks`;
+}
+
+/**
+ * The trees of segment totals: for tree `x`, arrays `xa`, `xb` hold pair (a, b) of node `pos` of
+ * state g's tree for row r at `node(g, pos, r)`. Rows are innermost, so the invocations of one level
+ * touch consecutive words.
+ */
+export function treeDeclarations(names: readonly string[]): string {
+  const arrays = names.flatMap((x) => [`${x}a`, `${x}b`]);
+  return `${arrays.map((a) => `var<workgroup> ${a}: array<f32, GROUP * SEGS * ROWS>;`).join('\n')}
+
+fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }`;
+}
+
+/**
+ * The up-sweep over the segment totals of every (state g, row r) at once, in place. With SEGS = 8
+ * (the drawing of docs/selective-scan.md §5, one column per segment):
+ *
+ *     pos      0      1      2      3      4      5      6      7
+ *     s = 1    └──∘───┘      └──∘───┘      └──∘───┘      └──∘───┘      x[i] = x[i − 1] ∘ x[i]
+ *     s = 2           └─────────∘──┘              └─────────∘──┘      x[i] = x[i − 2] ∘ x[i]
+ *     s = 4                         └───────────────────────∘──┘      x[i] = x[i − 4] ∘ x[i]
+ *
+ * Node i = (k + 1)·2s − 1 absorbs the subtree to its left (earlier in time, so on the left of ∘);
+ * afterwards node 2s − 1 … of each level holds the total of its subtree and node SEGS − 1 the
+ * chunk's. One barrier per level.
+ */
+export function upSweep(trees: readonly string[]): string {
+  const combine = trees
+    .map(
+      (x) => `      ${x}b[right] = ${x}a[right] * ${x}b[left] + ${x}b[right];  // (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)
+      ${x}a[right] = ${x}a[left] * ${x}a[right];`,
+    )
+    .join('\n');
+  return `    for (var s = 1u; s < SEGS; s <<= 1u) {
+      let pairs = SEGS / (2u * s); // combines per tree at this level
+      for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
+        let q = i / ROWS;
+        let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
+        let left = right - s * ROWS; // node pos − s of the same tree
+${combine}
+      }
+      workgroupBarrier();
+    }`;
+}
+
+/**
+ * The down-sweep. Blelloch clears the root to the identity and gets exclusive prefixes; here the root
+ * holds the state h entering the chunk instead (set by the caller between the sweeps). A prefix
+ * applied to a known state is just a state, so the down-sweep carries states (the b's) alone:
+ *
+ *     pos      0      1      2      3      4      5      6      7
+ *     root                                                     h_in
+ *     s = 4                         ├───────────────────────────┤      h_left = h,  h_right = T_left(h)
+ *     s = 2           ├────────────┤               ├────────────┤
+ *     s = 1    ├──────┤      ├──────┤      ├──────┤      ├──────┤
+ *
+ * where T_left(h) = a·h + b with (a, b) the up-sweep total of the left subtree, still in `xa`, `xb`.
+ * Afterwards `xb[node(g, seg, r)]` is the state entering segment seg.
+ */
+export function downSweep(trees: readonly string[]): string {
+  const pass = trees
+    .map(
+      (x) => `      let ${x}Before = ${x}b[right]; // the state entering the parent's subtree
+      ${x}b[right] = ${x}a[left] * ${x}Before + ${x}b[left]; // … and after its left half
+      ${x}b[left] = ${x}Before;`,
+    )
+    .join('\n');
+  return `    for (var s = SEGS / 2u; s > 0u; s >>= 1u) {
+      let pairs = SEGS / (2u * s);
+      for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
+        let q = i / ROWS;
+        let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
+        let left = right - s * ROWS;
+${pass}
+      }
+      workgroupBarrier();
+    }`;
+}
+
+/** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
+export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·tilesPerBatch + (d0 / ROWS)
+  if (tileIndex >= params.tiles) { return; } // a folded grid may have a few workgroups too many
+  let b = tileIndex / params.tilesPerBatch;
+  let d0 = (tileIndex % params.tilesPerBatch) * ROWS; // the tile's first channel
+  let r = lid % ROWS;
+  let seg = lid / ROWS;
+  let d = d0 + r;
+  let live = d < params.dim;      // the last tile of a batch may stick out past dim
+  let first = seg * STEPS;        // this invocation's first step within a chunk
+  let bc = b * N * params.len;    // B and C of batch b start here
+  // A row past dim reads channel dim − 1's A: its Δ is 0, so exp(Δ·A) = 1 whatever A is.
+  let aRow = min(d, params.dim - 1u) * N;`;
+
+/**
+ * B or C at (batch b, state n, step t), 0 past len (the index is clamped, never out of bounds);
+ * `start` is where the array begins in its buffer.
+ */
+export const stateInput = (array: string, start: string, n: string, t: string, dtype: DType): string =>
+  `select(0.0, ${load(array, `${start}bc + ${n} * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len)`;
+
+export type ForwardMode = 'y' | 'y+states' | 'states';
+
+type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles';
+const params = new ParamStruct<Field>([
+  ['dim', 'u32'],
+  ['len', 'u32'],
+  ['nChunks', 'u32'],
+  ['tilesPerBatch', 'u32'],
+  ['tiles', 'u32'],
+]);
+
+export type ScanParams = Readonly<Record<Field, number>>;
+
+/** The parameters every scan kernel takes for these sizes and rows per tile. */
+export function scanParams({ batch, dim, len }: ScanSizes, rows: number): ScanParams {
+  const tilesPerBatch = Math.ceil(dim / rows);
+  return { dim, len, nChunks: chunkCount(len), tilesPerBatch, tiles: batch * tilesPerBatch };
+}
+
+const kernels = new Map<string, Kernel<Field>>();
+
+function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): Kernel<Field> {
+  const key = `selectiveScan ${mode} ${dtype} N=${N} rows=${t.rows} segs=${t.segs} steps=${t.steps} group=${t.group}`;
+  let kernel = kernels.get(key);
+  if (!kernel) {
+    const bindings: Kernel['bindings'] =
+      mode === 'states'
+        ? ['read', 'read', 'read', 'read', 'write'] // u, delta, A, B → chunkStates
+        : ['read', 'read', 'read', 'read', 'read', 'write', 'write', ...(mode === 'y+states' ? (['write'] as const) : [])];
+    kernel = { key, bindings, params, source: () => forwardSource(key, dtype, N, t, mode) };
+    kernels.set(key, kernel);
+  }
+  return kernel;
+}
+
+function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): string {
+  const withY = mode !== 'states';
+  const saveStates = mode !== 'y';
+  const statesBinding = withY ? 7 : 4;
+  const bindings = withY
+    ? [
+        storageBinding(0, 'u', 'read', dtype),
+        storageBinding(1, 'delta', 'read', dtype),
+        storageBinding(2, 'A', 'read', dtype),
+        storageBinding(3, 'B', 'read', dtype),
+        storageBinding(4, 'C', 'read', dtype),
+        storageBinding(5, 'y', 'read_write', dtype),
+        storageBinding(6, 'lastState', 'read_write', dtype),
+      ]
+    : [
+        storageBinding(0, 'u', 'read', dtype),
+        storageBinding(1, 'delta', 'read', dtype),
+        storageBinding(2, 'A', 'read', dtype),
+        storageBinding(3, 'B', 'read', dtype),
+      ];
+  if (saveStates) bindings.push(storageBinding(statesBinding, 'chunkStates', 'read_write', 'float32'));
+  const bAt = (n: string, step: string) => stateInput('B', '', n, step, dtype);
+  const cAt = (n: string, step: string) => stateInput('C', '', n, step, dtype);
+
+  // Steps 4 and 5 (apply, write y) exist only when y is wanted; 'states' stops at the root.
+  const apply = `
+    ${downSweep(['s'])}
+      // 4. Apply: re-run the segment from the state entering it, collecting C·h into y.
+      for (var g = 0u; g < GROUP; g++) {
+        let n = n0 + g;
+        let a = A[aRow + n];
+        var h = sb[node(g, seg, r)];
+        for (var j = 0u; j < STEPS; j++) {
+          let t = t0 + first + j;
+          h = exp(dt[j] * a) * h + dtu[j] * ${bAt('n', 't')};
+          acc[j] += ${cAt('n', 't')} * h;
+        }
+      }
+      workgroupBarrier(); // the trees are refilled by the next group`;
+  const writeY = `
+    // 5. y through the tile (Δ is in registers by now), then out along len.
+    for (var j = 0u; j < STEPS; j++) { tileDelta[r * STRIDE + first + j] = acc[j]; }
+    workgroupBarrier();
+    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
+      let rr = i / CHUNK;
+      let t = t0 + i % CHUNK;
+      if (d0 + rr < params.dim && t < params.len) {
+        ${store('y', '(b * params.dim + d0 + rr) * params.len + t', 'tileDelta[rr * STRIDE + i % CHUNK]', dtype)}
+      }
+    }
+    workgroupBarrier(); // the tile is restaged by the next chunk`;
+  const lastState = `
+  for (var i = lid; i < N * ROWS; i += THREADS) {
+    let rr = i % ROWS;
+    if (d0 + rr < params.dim) { ${store('lastState', '(b * params.dim + d0 + rr) * N + i / ROWS', 'carry[i]', dtype)} }
+  }`;
+  const save = saveStates
+    ? `if (d0 + rr < params.dim) { chunkStates[((b * params.dim + d0 + rr) * params.nChunks + c) * N + n] = hIn; }`
+    : '';
+
+  return `${enables([dtype])}// ${key}
+// CPU twin: selectiveScanForward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan.ts.
+${params.wgsl(bindings.length)}
+${bindings.join('\n')}
+
+${tilingConstants(t, N)}
+
+var<workgroup> tileDelta: array<f32, ROWS * STRIDE>;  // Δ of the tile's chunk (later its y)
+var<workgroup> tileDeltaU: array<f32, ROWS * STRIDE>; // Δ·u
+var<workgroup> carry: array<f32, N * ROWS>;           // h entering the chunk, per (n, row)
+${treeDeclarations(['s'])}
+
+@compute @workgroup_size(THREADS)
+fn main(${GRID_BUILTINS}) {
+${TILE_PROLOGUE}
+
+  for (var i = lid; i < N * ROWS; i += THREADS) { carry[i] = 0.0; } // h_0 = 0
+
+  for (var c = 0u; c < params.nChunks; c++) {
+    let t0 = c * CHUNK;
+    // 1. Stage Δ and Δ·u, consecutive invocations reading consecutive steps of a row.
+    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
+      let rr = i / CHUNK;
+      let t = t0 + i % CHUNK;
+      var stepDelta = 0.0;
+      var stepDeltaU = 0.0;
+      if (d0 + rr < params.dim && t < params.len) {
+        let at = (b * params.dim + d0 + rr) * params.len + t;
+        stepDelta = ${load('delta', 'at', dtype)};
+        stepDeltaU = stepDelta * ${load('u', 'at', dtype)};
+      }
+      tileDelta[rr * STRIDE + i % CHUNK] = stepDelta;
+      tileDeltaU[rr * STRIDE + i % CHUNK] = stepDeltaU;
+    }
+    workgroupBarrier();
+    var dt: array<f32, STEPS>;  // Δ of this invocation's segment
+    var dtu: array<f32, STEPS>; // Δ·u
+${withY ? '    var acc: array<f32, STEPS>; // y, summed over the states\n' : ''}    for (var j = 0u; j < STEPS; j++) {
+      dt[j] = tileDelta[r * STRIDE + first + j];
+      dtu[j] = tileDeltaU[r * STRIDE + first + j];${withY ? '\n      acc[j] = 0.0;' : ''}
+    }
+
+    for (var n0 = 0u; n0 < N; n0 += GROUP) {
+      // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0).
+      for (var g = 0u; g < GROUP; g++) {
+        let n = n0 + g;
+        let a = A[aRow + n];
+        var ta = 1.0;
+        var tb = 0.0;
+        for (var j = 0u; j < STEPS; j++) {
+          let abar = exp(dt[j] * a);
+          ta = ta * abar;
+          tb = abar * tb + dtu[j] * ${bAt('n', 't0 + first + j')};
+        }
+        sa[node(g, seg, r)] = ta;
+        sb[node(g, seg, r)] = tb;
+      }
+      workgroupBarrier();
+
+      // 3. Scan the totals: up-sweep, then put the carried state at the root, then down-sweep.
+${upSweep(['s'])}
+      for (var i = lid; i < GROUP * ROWS; i += THREADS) {
+        let rr = i % ROWS;
+        let n = n0 + i / ROWS;
+        let root = node(i / ROWS, SEGS - 1u, rr);
+        let hIn = carry[n * ROWS + rr];
+        ${save}
+        carry[n * ROWS + rr] = sa[root] * hIn + sb[root]; // the state leaving the chunk
+        sb[root] = hIn;
+      }
+      workgroupBarrier();
+${withY ? apply : ''}
+    }
+${withY ? writeY : ''}
+  }
+${withY ? lastState : ''}
+}
+`;
+}
+
+/** The five inputs as the kernels bind them, all of one dtype. */
+export interface ScanBuffers {
+  readonly u: PooledBuffer;
+  readonly delta: PooledBuffer;
+  readonly A: PooledBuffer;
+  readonly B: PooledBuffer;
+  readonly C: PooledBuffer;
+}
+
+/** The inputs' GPU buffers, checked to be live, large enough and all of u's dtype (the kernels' one). */
+export function scanBuffers(x: ScanInputs, { batch, dim, len, N }: ScanSizes, op: string): { buffers: ScanBuffers; dtype: DType } {
+  const u = gpuBufferOf(x.u, op, batch * dim * len);
+  const { dtype } = u;
+  const buffers = {
+    u: u.pooled,
+    delta: gpuBufferOf(x.delta, op, batch * dim * len, dtype).pooled,
+    A: gpuBufferOf(x.A, op, dim * N, dtype).pooled,
+    B: gpuBufferOf(x.B, op, batch * N * len, dtype).pooled,
+    C: gpuBufferOf(x.C, op, batch * N * len, dtype).pooled,
+  };
+  return { buffers, dtype };
+}
+
+/**
+ * Runs the forward: y and lastState (in `dtype`), and chunkStates (f32) when given. Without y and
+ * lastState (`out.y` null), only chunkStates: the backward's first dispatch when the forward saved none.
+ */
+export function runSelectiveScan(
+  exec: Executor,
+  x: ScanBuffers,
+  dtype: DType,
+  sizes: ScanSizes,
+  maxSharedBytes: number,
+  out: { y: PooledBuffer; lastState: PooledBuffer; chunkStates: PooledBuffer | null } | { y: null; chunkStates: PooledBuffer },
+): void {
+  const { batch, dim, len, N } = sizes;
+  if (N === 0 && out.y) runFill(exec, 'selectiveScan', out.y, batch * dim * len, 0, dtype); // no states: y = 0
+  if (batch * dim * N === 0) return;
+  const tiling = forwardTiling(N, maxSharedBytes);
+  const p = scanParams(sizes, tiling.rows);
+  if (out.y === null) {
+    if (len === 0) return;
+    exec.dispatch('selectiveScanGrad', forwardKernel(dtype, N, tiling, 'states'), [x.u, x.delta, x.A, x.B, out.chunkStates], p, p.tiles);
+    return;
+  }
+  const mode: ForwardMode = out.chunkStates ? 'y+states' : 'y';
+  const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(out.chunkStates ? [out.chunkStates] : [])];
+  exec.dispatch('selectiveScan', forwardKernel(dtype, N, tiling, mode), buffers, p, p.tiles);
+}

@@ -1,0 +1,596 @@
+/**
+ * The WebGPU backend, kernel by kernel, against the CPU backend (the definition of every kernel):
+ * seeded random inputs of awkward sizes (1 element, odd, non-powers of two, several workgroups, past
+ * 65535 workgroups), non-contiguous views (transposed, sliced, stride-0 broadcast), every dtype the
+ * GPU supports, and the pool's memory accounting.
+ *
+ * Without a GPU this needs Mesa's lavapipe (`npm run setup`). When no adapter is found the suite is
+ * skipped with the reason printed, except under CI=true, where it fails: CI must test the GPU path.
+ * Sizes stay small because lavapipe runs shaders on the CPU.
+ */
+import { Float16Array } from '@petamoriken/float16';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/backends/backend.js';
+import { CpuBackend } from '../src/backends/cpu/index.js';
+import type { CpuBuffer } from '../src/backends/cpu/buffer.js';
+import { BufferUsage, GpuDevice } from '../src/backends/webgpu/device.js';
+import { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import type { DType, TypedArray } from '../src/tensor/dtype.js';
+import { pcgHash, uniformAt } from '../src/tensor/random.js';
+import { contiguousStrides } from '../src/tensor/shape.js';
+
+const cpu = new CpuBackend();
+let gpu: WebGpuBackend | null = null;
+let unavailable = '';
+try {
+  gpu = await WebGpuBackend.create();
+} catch (e) {
+  unavailable = (e as Error).message;
+}
+const inCI = process.env.CI === 'true';
+if (!gpu && !inCI) console.warn(`Skipping the WebGPU backend tests: ${unavailable}`);
+
+/** The GPU backend inside tests (beforeAll has thrown if there is none). */
+const G = (): WebGpuBackend => gpu as WebGpuBackend;
+
+// ---- inputs ----
+
+/** n seeded values uniform in [lo, hi), from the engine's counter-based generator. */
+const randomValues = (n: number, seed: number, lo = -1, hi = 1): number[] =>
+  Array.from({ length: n }, (_, i) => lo + (hi - lo) * uniformAt(pcgHash(seed), i));
+
+function typed(values: ArrayLike<number>, dtype: DType): TypedArray {
+  if (dtype === 'int32') return Int32Array.from(values, Math.trunc);
+  if (dtype === 'float16') return Float16Array.from(values);
+  return Float32Array.from(values);
+}
+
+/** The same data on both backends. */
+interface Pair {
+  readonly cpu: BufferHandle;
+  readonly gpu: BufferHandle;
+  readonly dtype: DType;
+}
+
+const pairs: Pair[] = [];
+
+function upload(values: ArrayLike<number>, dtype: DType = 'float32'): Pair {
+  const data = typed(values, dtype);
+  const p = { cpu: cpu.upload(data, dtype), gpu: G().upload(data, dtype), dtype };
+  pairs.push(p);
+  return p;
+}
+
+const random = (n: number, seed: number, dtype: DType = 'float32', lo = -1, hi = 1): Pair =>
+  upload(randomValues(n, seed, lo, hi), dtype);
+
+/** A view of a pair on each backend: `shape` with `strides` (row-major by default) from `offset`. */
+function view(p: Pair, shape: number[], strides = contiguousStrides(shape), offset = 0): { cpu: View; gpu: View } {
+  const make = (buffer: BufferHandle): View => ({ buffer, dtype: p.dtype, shape, strides, offset });
+  return { cpu: make(p.cpu), gpu: make(p.gpu) };
+}
+
+/** Picks one backend's side of a pair (or of a pair of views). */
+type Side = <T>(x: { cpu: T; gpu: T }) => T;
+const cpuSide: Side = (x) => x.cpu;
+const gpuSide: Side = (x) => x.gpu;
+
+// ---- comparison ----
+
+interface Tolerance {
+  rtol: number;
+  atol: number;
+}
+const EXACT: Tolerance = { rtol: 0, atol: 0 };
+const F32: Tolerance = { rtol: 2e-6, atol: 1e-6 };
+
+/** Fails naming the worst element when |gpu − cpu| > atol + rtol·|cpu| anywhere (NaN only matches NaN). */
+function expectClose(label: string, actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance): void {
+  expect(actual.length, `${label}: length`).toBe(expected.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i] as number;
+    const e = expected[i] as number;
+    if (Number.isNaN(e) || Number.isNaN(a)) {
+      if (Number.isNaN(e) !== Number.isNaN(a)) {
+        worst = i;
+        worstExcess = Infinity;
+        break;
+      }
+      continue;
+    }
+    if (a === e) continue; // also equal infinities
+    const excess = Math.abs(a - e) - (tol.atol + tol.rtol * Math.abs(e));
+    if (excess > worstExcess || (excess > 0 && worst < 0)) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    expect.fail(`${label}: element ${worst} is ${actual[worst]} on the GPU but ${expected[worst]} on the CPU (tolerance ${JSON.stringify(tol)})`);
+  }
+}
+
+const readAll = (b: Backend, h: BufferHandle, dtype: DType, size: number): Promise<TypedArray> => b.read(h, dtype, 0, size);
+
+/** Runs `op` on both backends, compares the results (of `dtype`), and frees them. */
+async function check(label: string, dtype: DType, op: (b: Backend, s: Side) => BufferHandle, tol: Tolerance = F32): Promise<TypedArray> {
+  const c = op(cpu, cpuSide);
+  const g = op(G(), gpuSide);
+  const size = ((c as CpuBuffer).data as TypedArray).length;
+  const [actual, expected] = [await readAll(G(), g, dtype, size), await readAll(cpu, c, dtype, size)];
+  cpu.free(c);
+  G().free(g);
+  expectClose(label, actual, expected, tol);
+  return actual;
+}
+
+/** Odd, tiny and multi-workgroup sizes. */
+const SIZES = [1, 7, 33, 1000, 4099];
+
+// ---- the suite ----
+
+describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
+  beforeAll(() => {
+    if (!gpu) throw new Error(`CI=true but there is no WebGPU adapter: ${unavailable}`);
+  });
+  afterAll(() => {
+    for (const p of pairs.splice(0)) {
+      cpu.free(p.cpu);
+      G().free(p.gpu);
+    }
+    gpu?.destroy();
+  });
+
+  describe('memory', () => {
+    it('describes its adapter', () => {
+      expect(G().adapterDescription()).toMatch(/\S/);
+    });
+
+    it('round-trips every dtype, reading at any offset (odd float16 offsets too)', async () => {
+      for (const dtype of ['float32', 'int32', 'float16'] as const) {
+        if (dtype === 'float16' && !G().supportsFloat16) continue;
+        const values = randomValues(37, 1, -100, 100);
+        const h = G().upload(typed(values, dtype), dtype);
+        const expected = Array.from(typed(values, dtype));
+        expect(Array.from(await readAll(G(), h, dtype, 37))).toEqual(expected);
+        expect(Array.from(await G().read(h, dtype, 5, 3))).toEqual(expected.slice(5, 8));
+        expect(Array.from(await G().read(h, dtype, 36, 1))).toEqual(expected.slice(36));
+        G().free(h);
+      }
+    });
+
+    it('fills with any value, ±∞ and NaN included, bit-exactly like the CPU', async () => {
+      for (const dtype of ['float32', 'int32', 'float16'] as const) {
+        if (dtype === 'float16' && !G().supportsFloat16) continue;
+        for (const value of [0, -1.5, 1 / 3, 3e9, -Infinity, Number.NaN]) {
+          await check(`full ${dtype} ${value}`, dtype, (b) => b.full(33, value, dtype), EXACT);
+        }
+      }
+    });
+
+    it('counts live bytes and catches use after free', async () => {
+      const before = G().liveBytes();
+      const h = G().full(10, 1, 'float32');
+      const h16 = G().supportsFloat16 ? G().full(3, 1, 'float16') : null;
+      expect(G().liveBytes()).toBe(before + 40 + (h16 ? 6 : 0));
+      G().free(h);
+      if (h16) G().free(h16);
+      expect(G().liveBytes()).toBe(before);
+      await expect(G().read(h, 'float32', 0, 10)).rejects.toThrow(/after it was freed/);
+      expect(() => G().free(h)).toThrow(/after it was freed/);
+      expect(() => G().unary('exp', { buffer: h, dtype: 'float32', shape: [10], strides: [1], offset: 0 })).toThrow(/freed/);
+    });
+
+    it('refuses float64, reads of the wrong dtype and views past the end, with sentences', async () => {
+      expect(() => G().full(4, 0, 'float64')).toThrow(/float64 is CPU-only/);
+      expect(() => G().upload(new Float64Array(4), 'float64')).toThrow(/float64 is CPU-only/);
+      const h = G().full(4, 0, 'float32');
+      await expect(G().read(h, 'int32', 0, 4)).rejects.toThrow(/holds float32/);
+      expect(() => G().unary('neg', { buffer: h, dtype: 'float32', shape: [5], strides: [1], offset: 0 })).toThrow(/5 are needed/);
+      G().free(h);
+    });
+
+    it('turns a GPU error, reported after the fact, into a JS Error naming the op', async () => {
+      const device = await GpuDevice.open();
+      // MAP_READ may only be combined with COPY_DST: an invalid buffer, reported asynchronously.
+      device.device.createBuffer({ size: 16, usage: BufferUsage.MAP_READ | BufferUsage.STORAGE });
+      await device.device.queue.onSubmittedWorkDone();
+      expect(() => device.throwIfFailed('myOp')).toThrow(/^myOp: the GPU reported an error.*usage/s);
+      expect(() => device.throwIfFailed('next')).not.toThrow(); // reported once
+      device.destroy();
+      expect(() => device.throwIfFailed('late')).toThrow(/late: the WebGPU backend was destroyed/);
+    });
+
+    it('refuses a buffer larger than the GPU can bind, naming the op and the size', () => {
+      expect(() => G().full(2 ** 31, 0, 'float32')).toThrow(/full: needs a buffer of 8589934592 bytes.*maxStorageBufferBindingSize/);
+    });
+
+    it('keeps liveBytes and the pool flat over 200 iterations of alloc, compute, free', async () => {
+      const x = G().upload(typed(randomValues(1000, 2), 'float32'), 'float32');
+      const v = (h: BufferHandle, n = 1000): View => ({ buffer: h, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
+      const step = () => {
+        const a = G().unary('exp', v(x));
+        const b = G().binary('mul', v(a), v(x));
+        const s = G().reduce('sum', b, 'float32', 10, 100);
+        G().free(a);
+        G().free(b);
+        return s;
+      };
+      G().free(step());
+      await G().sync();
+      const live = G().liveBytes();
+      const held = G().gpuBytes();
+      for (let i = 0; i < 200; i++) {
+        const s = step();
+        if (i % 50 === 0) await G().read(s, 'float32', 0, 10);
+        G().free(s);
+      }
+      await G().sync();
+      expect(G().liveBytes()).toBe(live);
+      expect(G().gpuBytes()).toBe(held);
+      G().free(x);
+      G().trim(); // idle buffers go back to the driver; live ones stay
+      expect(G().gpuBytes()).toBeLessThan(held);
+      expect(G().liveBytes()).toBe(live - 4000);
+    });
+  });
+
+  describe('element-wise', () => {
+    const UNARY: UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'silu', 'gelu', 'softplus', 'relu', 'abs', 'sign', 'siluGrad', 'geluGrad'];
+    const POSITIVE_ONLY = new Set<UnaryOp>(['log', 'sqrt', 'rsqrt']);
+
+    it('computes every unary op on float32, at every size', async () => {
+      for (const op of UNARY) {
+        for (const n of SIZES) {
+          const x = POSITIVE_ONLY.has(op) ? random(n, n, 'float32', 0.01, 10) : random(n, n, 'float32', -30, 30);
+          // exp of up to 30 is ~1e13: its f32 rounding differs from the CPU's doubles by a few ulp.
+          await check(`${op} n=${n}`, 'float32', (b, s) => b.unary(op, s(view(x, [n]))), { rtol: 4e-6, atol: 1e-6 });
+        }
+      }
+    });
+
+    it('handles the edges JS defines: softplus above 20, tanh of huge inputs, relu/sign of 0', async () => {
+      const x = upload([-100, -20.5, -1e-8, 0, 1e-8, 19.9, 20.1, 50, 100, 1e30, -1e30]);
+      for (const op of ['softplus', 'tanh', 'sigmoid', 'gelu', 'relu', 'sign', 'silu'] as const) {
+        await check(op, 'float32', (b, s) => b.unary(op, s(view(x, [11]))), { rtol: 4e-6, atol: 1e-30 });
+      }
+    });
+
+    it('computes unary ops on int32 like a JS Int32Array store (truncating, wrapping)', async () => {
+      // neg, abs, sign and relu are exact in i32, even at the extremes. The others compute in f32
+      // (the CPU in doubles) and truncate, so a result within an f32 rounding of a whole number may
+      // truncate to the neighbouring integer (gelu(5) = 4.99999977 in doubles, 5 in f32).
+      const extremes = upload([-7, 0, 1, 2147483647, -2147483648], 'int32');
+      for (const op of ['neg', 'abs', 'sign', 'relu'] as const) {
+        await check(`${op} int32 extremes`, 'int32', (b, s) => b.unary(op, s(view(extremes, [5]))), EXACT);
+      }
+      const x = upload([-7, -1, 0, 1, 2, 5, 100, 16777216, -16777216], 'int32');
+      for (const op of UNARY) {
+        await check(`${op} int32`, 'int32', (b, s) => b.unary(op, s(view(x, [9]))), { rtol: 0, atol: 1 });
+      }
+    });
+
+    it('reads transposed, sliced and rank-5 views', async () => {
+      const x = random(6 * 35, 3);
+      // The transpose of a (6, 35) matrix, and a (3, 7)-step slice starting at element 4.
+      await check('transpose', 'float32', (b, s) => b.unary('exp', s(view(x, [35, 6], [1, 35]))));
+      await check('slice', 'float32', (b, s) => b.unary('neg', s(view(x, [3, 7], [70, 2], 4))));
+      await check('rank 5', 'float32', (b, s) => b.copy(s(view(x, [2, 3, 5, 1, 7], [3, 70, 1, 999, 10])), 'float32'), EXACT);
+    });
+
+    it('computes every binary op with broadcasting (stride 0) and transposes', async () => {
+      const ops: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+      const a = random(33 * 7, 4, 'float32', 0.1, 3);
+      const row = random(7, 5, 'float32', -3, 3);
+      const col = upload([...randomValues(32, 6, -3, 3).map((v) => Math.round(v)), 2]); // whole numbers: pow of negatives
+      for (const op of ops) {
+        await check(`${op} row`, 'float32', (b, s) => b.binary(op, s(view(a, [33, 7])), s(view(row, [33, 7], [0, 1]))), { rtol: 8e-6, atol: 1e-6 });
+        await check(`${op} col`, 'float32', (b, s) => b.binary(op, s(view(col, [33, 7], [1, 0])), s(view(a, [33, 7], [1, 33]))), { rtol: 8e-6, atol: 1e-6 });
+      }
+      const special = upload([0, -0, 2, -2, -8, Number.NaN, Infinity, -Infinity, 0.5]);
+      for (const op of ops) {
+        const t = view(special, [9, 9], [1, 0]);
+        const u = view(special, [9, 9], [0, 1]);
+        await check(`${op} specials`, 'float32', (b, s) => b.binary(op, s(t), s(u)), { rtol: 8e-6, atol: 0 });
+      }
+    });
+
+    it('computes binary ops on int32 exactly (division by zero gives 0, as in JS)', async () => {
+      const ops: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'lt', 'ge'];
+      const a = upload([7, -7, 0, 3, -1, 2, 1, 5, 2147483647], 'int32');
+      const b2 = upload([2, 2, 0, -3, -3, 10, -2, 0, 1], 'int32');
+      for (const op of ops) {
+        await check(`${op} int32`, 'int32', (b, s) => b.binary(op, s(view(a, [9])), s(view(b2, [9]))), EXACT);
+      }
+    });
+
+    it('selects with where (any non-zero condition, NaN included)', async () => {
+      const cond = upload([0, 1, -2, Number.NaN, 0, 0.5, 0]);
+      const a = random(7, 7);
+      const b = random(1, 8);
+      await check('where', 'float32', (be, s) => be.where(s(view(cond, [7])), s(view(a, [7])), s(view(b, [7], [0]))), EXACT);
+      const icond = upload([0, 1, 0, 3], 'int32');
+      await check('where int cond', 'float32', (be, s) => be.where(s(view(icond, [2, 2])), s(view(a, [2, 2])), s(view(b, [2, 2], [0, 0]))), EXACT);
+    });
+
+    it('converts between dtypes like a JS typed-array store', async () => {
+      const f = upload([-2.7, -0.5, 0.5, 2.7, 1e10, -3e9, Number.NaN, Infinity, 65519, 1e-8]);
+      await check('f32->i32', 'int32', (b, s) => b.copy(s(view(f, [10])), 'int32'), EXACT);
+      const i = upload([-5, 0, 7, 16777217, -2147483648], 'int32');
+      await check('i32->f32', 'float32', (b, s) => b.copy(s(view(i, [5])), 'float32'), EXACT);
+      if (G().supportsFloat16) {
+        const small = upload(randomValues(33, 9, -1000, 1000));
+        await check('f32->f16', 'float16', (b, s) => b.copy(s(view(small, [33])), 'float16'), EXACT);
+        const h = upload(randomValues(33, 10, -1000, 1000), 'float16');
+        await check('f16->f32', 'float32', (b, s) => b.copy(s(view(h, [33])), 'float32'), EXACT);
+        await check('f16 gelu', 'float16', (b, s) => b.unary('gelu', s(view(h, [33]))), { rtol: 1e-3, atol: 0 });
+      }
+    });
+
+    it('assigns into a strided view, and between overlapping views of one buffer', async () => {
+      const src = random(5, 11);
+      const run = async (label: string, body: (b: Backend, s: Side, dst: Pair) => void) => {
+        const dst = random(5 * 6, 12);
+        body(cpu, cpuSide, dst);
+        body(G(), gpuSide, dst);
+        expectClose(label, await readAll(G(), dst.gpu, 'float32', 30), await readAll(cpu, dst.cpu, 'float32', 30), EXACT);
+      };
+      // column 2 of a (5, 6) matrix
+      await run('column', (b, s, dst) => b.assign(s(view(dst, [5], [6], 2)), s(view(src, [5]))));
+      // x[1:] = x[:-1] on the same buffer: the source must be read before it is overwritten
+      await run('overlap', (b, s, dst) => b.assign(s(view(dst, [29], [1], 1)), s(view(dst, [29]))));
+    });
+
+    it('draws the same random numbers as the CPU', async () => {
+      for (const n of [1, 7, 1000]) {
+        await check(`uniform ${n}`, 'float32', (b) => b.random('uniform', n, 1234 + n, 'float32'), EXACT);
+        await check(`normal ${n}`, 'float32', (b) => b.random('normal', n, 99 + n, 'float32'), { rtol: 1e-5, atol: 2e-6 });
+      }
+      expect(() => G().random('uniform', 3, 1, 'int32')).toThrow(/not int32/);
+    });
+
+    it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
+      const n = 65535 * 64 + 1000; // one more workgroup row than one dimension holds
+      const x = upload(Float32Array.from({ length: n }, (_, i) => (i % 1999) - 999));
+      await check('neg, 4.2M elements', 'float32', (b, s) => b.unary('neg', s(view(x, [n]))), EXACT);
+    });
+  });
+
+  describe('rows', () => {
+    const SHAPES: [number, number][] = [
+      [1, 1],
+      [3, 7],
+      [5, 33],
+      [2, 1000],
+      [300, 5], // more rows than the busy-GPU threshold
+      [2, 20000], // long rows: the two-pass reduction
+    ];
+
+    it('reduces rows: sum, max, min, argmax', async () => {
+      for (const [rows, cols] of SHAPES) {
+        const x = random(rows * cols, rows + cols, 'float32', -10, 10);
+        const n = rows * cols;
+        await check(`sum ${rows}x${cols}`, 'float32', (b, s) => b.reduce('sum', s(x), 'float32', rows, cols), { rtol: 1e-5, atol: 2e-5 * Math.sqrt(n) });
+        for (const op of ['max', 'min'] as const) {
+          await check(`${op} ${rows}x${cols}`, 'float32', (b, s) => b.reduce(op, s(x), 'float32', rows, cols), EXACT);
+        }
+        await check(`argmax ${rows}x${cols}`, 'int32', (b, s) => b.reduce('argmax', s(x), 'float32', rows, cols), EXACT);
+      }
+    });
+
+    it('breaks argmax ties toward the first index and lets NaN win, in both passes', async () => {
+      const cols = 20000;
+      const values = Array.from({ length: 2 * cols }, (_, i) => (i * 7919) % 5); // many equal maxima
+      values[cols + 15000] = Number.NaN;
+      values[cols + 17000] = Number.NaN;
+      const x = upload(values);
+      for (const op of ['argmax', 'max', 'min'] as const) {
+        const dtype = op === 'argmax' ? 'int32' : 'float32';
+        await check(`${op} ties/NaN`, dtype, (b, s) => b.reduce(op, s(x), 'float32', 2, cols), EXACT);
+        await check(`${op} ties/NaN short`, dtype, (b, s) => b.reduce(op, s(x), 'float32', 40, 1000), EXACT);
+      }
+      const inf = upload([-Infinity, -Infinity, -Infinity]);
+      await check('argmax all −∞', 'int32', (b, s) => b.reduce('argmax', s(inf), 'float32', 1, 3), EXACT);
+      await check('max all −∞', 'float32', (b, s) => b.reduce('max', s(inf), 'float32', 1, 3), EXACT);
+    });
+
+    it('reduces int32 and float16 rows, and empty rows', async () => {
+      const xi = upload(randomValues(3 * 33, 14, -1000, 1000), 'int32');
+      for (const op of ['sum', 'max', 'min', 'argmax'] as const) {
+        await check(`${op} int32`, 'int32', (b, s) => b.reduce(op, s(xi), 'int32', 3, 33), EXACT);
+      }
+      if (G().supportsFloat16) {
+        const xh = random(3 * 33, 15, 'float16', -10, 10);
+        await check('sum f16', 'float16', (b, s) => b.reduce('sum', s(xh), 'float16', 3, 33), { rtol: 1e-3, atol: 1e-2 });
+        await check('max f16', 'float16', (b, s) => b.reduce('max', s(xh), 'float16', 3, 33), EXACT);
+      }
+      const empty = upload([]);
+      for (const op of ['sum', 'max', 'min'] as const) {
+        await check(`${op} empty`, 'float32', (b, s) => b.reduce(op, s(empty), 'float32', 3, 0), EXACT);
+      }
+      expect(() => G().reduce('argmax', empty.gpu, 'float32', 3, 0)).toThrow(/empty row/);
+    });
+
+    it('takes prefix sums along rows, forwards and in reverse', async () => {
+      for (const [rows, cols] of [...SHAPES.slice(0, 5), [2, 2500]] as [number, number][]) {
+        const x = random(rows * cols, 16 + cols, 'float32', -1, 1);
+        for (const reverse of [false, true]) {
+          await check(`cumsum ${rows}x${cols} ${reverse ? 'reverse' : ''}`, 'float32', (b, s) => b.cumsum(s(x), 'float32', rows, cols, reverse), {
+            rtol: 1e-5,
+            atol: 1e-5 * Math.sqrt(cols),
+          });
+        }
+      }
+      const xi = upload(randomValues(2 * 1500, 17, -100, 100), 'int32');
+      await check('cumsum int32', 'int32', (b, s) => b.cumsum(s(xi), 'int32', 2, 1500, true), EXACT);
+    });
+
+    it('computes softmax and log-softmax, with −∞ (masked) entries', async () => {
+      for (const [rows, cols] of SHAPES.slice(0, 5)) {
+        const x = random(rows * cols, 18 + rows, 'float32', -20, 20);
+        for (const log of [false, true]) {
+          await check(`${log ? 'log' : ''}softmax ${rows}x${cols}`, 'float32', (b, s) => b.softmax(s(x), 'float32', rows, cols, log), { rtol: 1e-5, atol: 1e-6 });
+        }
+      }
+      const masked = upload([1, -Infinity, 2, -Infinity, 0.5, 3, -Infinity, -Infinity]);
+      await check('softmax masked', 'float32', (b, s) => b.softmax(s(masked), 'float32', 2, 4, false), { rtol: 1e-6, atol: 1e-7 });
+      await check('logSoftmax masked', 'float32', (b, s) => b.softmax(s(masked), 'float32', 2, 4, true), { rtol: 1e-6, atol: 1e-6 });
+    });
+  });
+
+  describe('matmul', () => {
+    /** (batch, M, K) @ (batch, K, N) with each operand laid out as asked. */
+    async function product(batch: number, M: number, K: number, N: number, layout: { aT?: boolean; bT?: boolean; bShared?: boolean }, dtype: DType = 'float32') {
+      const a = random(batch * M * K, M * 31 + K, dtype);
+      const b = random((layout.bShared ? 1 : batch) * K * N, N * 17 + K, dtype);
+      // A transposed: stored as (batch, K, M); B transposed: stored as (K, N)ᵀ = (N, K).
+      const aStrides = layout.aT ? [M * K, 1, M] : [M * K, K, 1];
+      const bBatch = layout.bShared ? 0 : K * N;
+      const bStrides = layout.bT ? [bBatch, 1, K] : [bBatch, N, 1];
+      const va = view(a, [batch, M, K], aStrides);
+      const vb = view(b, [batch, K, N], bStrides);
+      const tol = dtype === 'float16' ? { rtol: 2e-3, atol: 2e-3 * Math.sqrt(K) } : { rtol: 1e-5, atol: 2e-6 * Math.sqrt(K) };
+      await check(`matmul ${batch}x${M}x${K}x${N} ${JSON.stringify(layout)} ${dtype}`, dtype, (be, s) => be.matmul(s(va), s(vb)), dtype === 'int32' ? EXACT : tol);
+    }
+
+    it('multiplies tiny, odd and multi-tile shapes', async () => {
+      for (const [batch, M, K, N] of [
+        [1, 1, 1, 1],
+        [1, 7, 5, 3],
+        [2, 33, 17, 65],
+        [3, 64, 64, 64],
+        [1, 130, 70, 129],
+        [2, 1, 300, 1],
+      ] as const) {
+        await product(batch, M, K, N, {});
+      }
+    });
+
+    it('reads transposed operands and a B shared across the batch (stride 0)', async () => {
+      for (const layout of [{ aT: true }, { bT: true }, { aT: true, bT: true }, { bShared: true }, { aT: true, bShared: true, bT: true }]) {
+        await product(3, 37, 19, 45, layout);
+      }
+    });
+
+    it('uses 128 × 128 tiles for large products', async () => {
+      await product(1, 2050, 16, 2049, {});
+      await product(1, 2050, 8, 2049, { aT: true, bT: true });
+    });
+
+    it('multiplies int32 exactly and float16 to half precision', async () => {
+      const ai = upload(randomValues(2 * 9 * 7, 20, -50, 50), 'int32');
+      const bi = upload(randomValues(2 * 7 * 5, 21, -50, 50), 'int32');
+      await check('matmul int32', 'int32', (b, s) => b.matmul(s(view(ai, [2, 9, 7])), s(view(bi, [2, 7, 5]))), EXACT);
+      if (G().supportsFloat16) await product(2, 33, 40, 17, { bT: true }, 'float16');
+    });
+
+    it('gives zeros for K = 0 and an empty result for M = 0', async () => {
+      const e = upload([]);
+      await check('K=0', 'float32', (b, s) => b.matmul(s(view(e, [2, 3, 0])), s(view(e, [2, 0, 4]))), EXACT);
+      const b34 = random(12, 19);
+      await check('M=0', 'float32', (b, s) => b.matmul(s(view(e, [2, 0, 3])), s(view(b34, [2, 3, 4], [0, 4, 1]))), EXACT);
+    });
+  });
+
+  describe('neural-network kernels', () => {
+    it('computes cross-entropy and its gradient, skipping ignored rows', async () => {
+      for (const [rows, cols] of [
+        [1, 1],
+        [5, 33],
+        [7, 1000],
+      ] as const) {
+        const x = random(rows * cols, rows * cols, 'float32', -5, 5);
+        const targetValues = randomValues(rows, 22, 0, cols).map(Math.floor);
+        targetValues[rows - 1] = -100;
+        const t = upload(targetValues, 'int32');
+        const g = random(rows, 23, 'float32', 0.5, 2);
+        await check(`crossEntropy ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropy(s(x), s(t), rows, cols, -100), { rtol: 1e-5, atol: 1e-6 });
+        await check(`crossEntropyGrad ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropyGrad(s(x), s(t), s(g), rows, cols, -100), { rtol: 1e-5, atol: 1e-7 });
+      }
+    });
+
+    it('turns an out-of-range target into NaN (the CPU throws)', async () => {
+      const x = random(2 * 4, 24);
+      const t = G().upload(new Int32Array([1, 9]), 'int32');
+      const loss = G().crossEntropy(x.gpu, t, 2, 4, -100);
+      const values = await G().read(loss, 'float32', 0, 2);
+      expect(Number.isFinite(values[0])).toBe(true);
+      expect(values[1]).toBeNaN();
+      G().free(loss);
+      G().free(t);
+    });
+
+    it('gathers rows by id and scatter-adds gradients back, repeated ids included', async () => {
+      for (const [n, vocab, dim] of [
+        [1, 1, 1],
+        [7, 5, 33],
+        [300, 50, 3], // more ids than one workgroup of the rank step holds
+      ] as const) {
+        const w = random(vocab * dim, vocab, 'float32');
+        const ids = upload(randomValues(n, n + vocab, 0, vocab).map(Math.floor), 'int32');
+        const grad = random(n * dim, dim);
+        await check(`gatherRows ${n}/${vocab}/${dim}`, 'float32', (b, s) => b.gatherRows(s(w), s(ids), n, vocab, dim), EXACT);
+        await check(`scatterAddRows ${n}/${vocab}/${dim}`, 'float32', (b, s) => b.scatterAddRows(s(grad), s(ids), n, vocab, dim), { rtol: 1e-6, atol: 1e-6 });
+      }
+    });
+
+    it('scatter-adds deterministically: the same bits on every run', async () => {
+      const [n, vocab, dim] = [500, 3, 8]; // ~170 ids per row: many additions in some order
+      const ids = G().upload(Int32Array.from(randomValues(n, 25, 0, vocab), Math.floor), 'int32');
+      const grad = G().upload(Float32Array.from(randomValues(n * dim, 26, -1, 1)), 'float32');
+      const runs = [];
+      for (let i = 0; i < 3; i++) {
+        const out = G().scatterAddRows(grad, ids, n, vocab, dim);
+        runs.push(Array.from(await readAll(G(), out, 'float32', vocab * dim)));
+        G().free(out);
+      }
+      expect(runs[1]).toEqual(runs[0]);
+      expect(runs[2]).toEqual(runs[0]);
+      G().free(ids);
+      G().free(grad);
+    });
+
+    it('copies float16 rows bit-exactly in gatherRows', async () => {
+      if (!G().supportsFloat16) return;
+      const w = random(4 * 5, 27, 'float16');
+      const ids = upload([3, 0, 3], 'int32');
+      await check('gatherRows f16', 'float16', (b, s) => b.gatherRows(s(w), s(ids), 3, 4, 5), EXACT);
+    });
+
+    it('computes the causal depthwise conv1d and its gradients', async () => {
+      for (const [batch, channels, len, K] of [
+        [1, 1, 1, 1],
+        [2, 3, 7, 4],
+        [1, 5, 33, 3],
+        [2, 3, 2, 4], // shorter than the kernel
+        [3, 70, 100, 4],
+      ] as const) {
+        const size = batch * channels * len;
+        const x = random(size, size + K);
+        const w = random(channels * K, channels + K);
+        const bias = random(channels, channels);
+        const gy = random(size, size + 1);
+        const label = `${batch}x${channels}x${len} K=${K}`;
+        await check(`conv1d ${label}`, 'float32', (b, s) => b.conv1d(s(x), s(w), s(bias), batch, channels, len, K), { rtol: 1e-5, atol: 1e-6 });
+        for (const part of ['gx', 'gw'] as const) {
+          await check(`conv1dGrad ${part} ${label}`, 'float32', (b, s) => {
+            const grads = b.conv1dGrad(s(gy), s(x), s(w), batch, channels, len, K);
+            b.free(part === 'gx' ? grads.gw : grads.gx);
+            return grads[part];
+          }, { rtol: 1e-5, atol: 1e-5 });
+        }
+      }
+    });
+  });
+});
+
+// The comparison itself, so that a broken helper cannot make the suite pass silently.
+describe('test helpers', () => {
+  it('expectClose catches a difference and accepts equal NaNs', () => {
+    expect(() => expectClose('t', [1, 2], [1, 2.1], F32)).toThrow(/element 1/);
+    expect(() => expectClose('t', [Number.NaN], [0], F32)).toThrow(/element 0/);
+    expectClose('t', [Number.NaN, Infinity], [Number.NaN, Infinity], EXACT);
+  });
+});

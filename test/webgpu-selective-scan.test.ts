@@ -1,0 +1,172 @@
+/**
+ * The WebGPU selective scan (kernels/selective-scan.ts, kernels/selective-scan-grad.ts) against the
+ * CPU's sequential definition (cpu/selective-scan.ts): y, the last state and all five gradients, on
+ * seeded random inputs shaped like Mamba's (A = −exp(randn) < 0, Δ = softplus(randn) > 0).
+ *
+ * The sizes cover one step, a chunk's worth and less, several chunks with a partial last one (1000,
+ * 4097), N = 1, 16 and 64, tiles cut short by dim, several tiles per batch, and more rows than
+ * 65535 and more tiles than one grid dimension holds.
+ *
+ * Errors are measured per output as max |gpu − cpu| / max |cpu|: the GPU works in f32 and sums in a
+ * different order (a tree over segments, then over tiles), so a single near-zero element may differ
+ * relatively much while nothing is wrong. Without a GPU this needs Mesa's lavapipe (`npm run setup`);
+ * with no adapter the suite is skipped with the reason printed, except under CI=true, where it fails.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend, BufferHandle, ScanInputs, ScanSizes } from '../src/backends/backend.js';
+import { CpuBackend } from '../src/backends/cpu/index.js';
+import { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import { chunkStatesSize } from '../src/backends/webgpu/kernels/selective-scan.js';
+import { normalAt, pcgHash } from '../src/tensor/random.js';
+
+const cpu = new CpuBackend();
+let gpu: WebGpuBackend | null = null;
+let unavailable = '';
+try {
+  gpu = await WebGpuBackend.create();
+} catch (e) {
+  unavailable = (e as Error).message;
+}
+const inCI = process.env.CI === 'true';
+if (!gpu && !inCI) console.warn(`Skipping the WebGPU selective-scan tests: ${unavailable}`);
+
+const G = (): WebGpuBackend => gpu as WebGpuBackend;
+
+/** Relative error allowed, against the largest |value| of each output. */
+const RTOL = 1e-4;
+
+/** n standard normals from the engine's counter-based generator. */
+const normals = (n: number, seed: number): Float32Array => {
+  const key = pcgHash(seed);
+  return Float32Array.from({ length: n }, (_, i) => normalAt(key, i));
+};
+
+/** Mamba-like inputs: u, B, C ~ N(0, 1), A = −exp(N(0, 1)), Δ = softplus(N(0, 1)). */
+function scanData({ batch, dim, len, N }: ScanSizes, seed: number) {
+  const rows = batch * dim * len;
+  const states = batch * N * len;
+  return {
+    u: normals(rows, seed),
+    delta: normals(rows, seed + 1).map((x) => Math.log1p(Math.exp(x))),
+    A: normals(dim * N, seed + 2).map((x) => -Math.exp(x)),
+    B: normals(states, seed + 3),
+    C: normals(states, seed + 4),
+    dy: normals(rows, seed + 5),
+  };
+}
+
+type Data = ReturnType<typeof scanData>;
+
+function uploadInputs(b: Backend, x: Data): { inputs: ScanInputs; dy: BufferHandle; free: () => void } {
+  const up = (a: Float32Array) => b.upload(a, 'float32');
+  const inputs = { u: up(x.u), delta: up(x.delta), A: up(x.A), B: up(x.B), C: up(x.C) };
+  const dy = up(x.dy);
+  return { inputs, dy, free: () => [...Object.values(inputs), dy].forEach((h) => b.free(h)) };
+}
+
+/** Reads a result and frees it. */
+async function take(b: Backend, h: BufferHandle, size: number): Promise<Float32Array> {
+  const data = (await b.read(h, 'float32', 0, size)) as Float32Array;
+  b.free(h);
+  return data;
+}
+
+/** max |actual − expected| / max |expected| (0 for an all-zero expected). */
+function relativeError(actual: Float32Array, expected: Float32Array): number {
+  expect(actual.length).toBe(expected.length);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs((actual[i] as number) - (expected[i] as number)));
+    scale = Math.max(scale, Math.abs(expected[i] as number));
+  }
+  if (Number.isNaN(diff)) return Number.NaN;
+  return scale === 0 ? diff : diff / scale;
+}
+
+interface ScanResults {
+  y: Float32Array;
+  lastState: Float32Array;
+  du: Float32Array;
+  ddelta: Float32Array;
+  dA: Float32Array;
+  dB: Float32Array;
+  dC: Float32Array;
+}
+
+/** Forward and backward on one backend; with `save`, the backward gets the forward's saved states. */
+async function runScan(b: Backend, x: Data, sizes: ScanSizes, save: boolean): Promise<ScanResults> {
+  const { batch, dim, len, N } = sizes;
+  const { inputs, dy, free } = uploadInputs(b, x);
+  const fwd = b.selectiveScan(inputs, sizes, save);
+  const grads = b.selectiveScanGrad(inputs, dy, sizes, fwd.saved);
+  if (fwd.saved) b.free(fwd.saved);
+  const rows = batch * dim * len;
+  const states = batch * N * len;
+  const results = {
+    y: await take(b, fwd.y, rows),
+    lastState: await take(b, fwd.lastState, batch * dim * N),
+    du: await take(b, grads.du, rows),
+    ddelta: await take(b, grads.ddelta, rows),
+    dA: await take(b, grads.dA, dim * N),
+    dB: await take(b, grads.dB, states),
+    dC: await take(b, grads.dC, states),
+  };
+  free();
+  return results;
+}
+
+/** Every output of the GPU within RTOL of the CPU's, each error reported by name when it fails. */
+async function compare(sizes: ScanSizes, seed: number, save = true): Promise<void> {
+  const x = scanData(sizes, seed);
+  const expected = await runScan(cpu, x, sizes, false);
+  const actual = await runScan(G(), x, sizes, save);
+  const errors = Object.fromEntries(
+    (Object.keys(expected) as (keyof ScanResults)[]).map((k) => [k, relativeError(actual[k], expected[k])]),
+  );
+  for (const [name, error] of Object.entries(errors)) {
+    expect(error, `${name} at ${JSON.stringify(sizes)}: relative error ${error}`).toBeLessThan(RTOL);
+  }
+}
+
+describe.skipIf(!gpu && !inCI)('WebGPU selective scan vs the CPU definition', () => {
+  beforeAll(() => {
+    if (!gpu) throw new Error(`CI=true but there is no WebGPU adapter: ${unavailable}`);
+  });
+  afterAll(() => {
+    gpu?.destroy();
+  });
+
+  it.each([
+    { batch: 1, dim: 1, len: 1, N: 1 },
+    { batch: 2, dim: 3, len: 7, N: 16 },
+    { batch: 1, dim: 5, len: 128, N: 64 },
+    { batch: 2, dim: 17, len: 1000, N: 16 },
+    { batch: 1, dim: 2, len: 4097, N: 16 },
+    { batch: 3, dim: 40, len: 65, N: 4 },
+    { batch: 1, dim: 3, len: 200, N: 7 },
+  ])('forward and all five gradients at %o', async (sizes) => {
+    await compare(sizes, 17);
+  });
+
+  it('recomputes the chunk states when the forward saved none, with the same results', async () => {
+    await compare({ batch: 2, dim: 17, len: 150, N: 16 }, 23, false);
+  });
+
+  it('saves N floats per chunk of each row, and refuses a saved buffer of the wrong size', () => {
+    const sizes = { batch: 2, dim: 3, len: 130, N: 5 };
+    const { inputs, dy, free } = uploadInputs(G(), scanData(sizes, 5));
+    const fwd = G().selectiveScan(inputs, sizes, true);
+    expect(fwd.saved).toBeDefined();
+    expect(chunkStatesSize(sizes)).toBe(2 * 3 * 3 * 5);
+    const small = G().full(10, 0, 'float32');
+    expect(() => G().selectiveScanGrad(inputs, dy, sizes, small)).toThrow(/selectiveScanGrad: the buffer has 10 elements/);
+    for (const h of [fwd.y, fwd.lastState, fwd.saved as BufferHandle, small]) G().free(h);
+    free();
+  });
+
+  it('handles more rows than 65535 (dim 65537) and more workgroups than 65535 (1,048,577 rows)', async () => {
+    await compare({ batch: 1, dim: 65537, len: 2, N: 1 }, 31);
+    await compare({ batch: 1, dim: 16 * 65535 + 1, len: 1, N: 1 }, 37);
+  });
+});
