@@ -27,7 +27,7 @@ import { timeFinished } from './timing.js';
 const MODELS = ['seed-mamba', 'seed-transformer'] as const;
 /** Steps per timed block: the loop's default logging interval, i.e. its steps between waits. */
 const STEPS = 10;
-const QUICK = { batchSize: 4, seqLen: 32, steps: 2 };
+const QUICK = { batchSize: 2, seqLen: 16, steps: 1 };
 
 export interface TrainMeasurement {
   model: string;

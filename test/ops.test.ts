@@ -369,3 +369,34 @@ describe('neural-network ops', () => {
     expect(dropout(x, 0.5, false)).toBe(x);
   });
 });
+
+describe('views that start mid-buffer', () => {
+  // A narrowed view is contiguous but offset; kernels that take whole buffers must not read from 0.
+  const x = () => tensor([0, 0, 0, 5, 1, 7], [3, 2]).narrow(0, 1, 2); // [[0, 5], [1, 7]]
+
+  it('reduce, scan and softmax read the right rows', async () => {
+    expect(Array.from(await x().sum(1).data())).toEqual([5, 8]);
+    expect(Array.from(await x().max(1).data())).toEqual([5, 7]);
+    expect(await cumsum(x(), -1).toArray()).toEqual([
+      [0, 5],
+      [1, 8],
+    ]);
+    const z = 1 + Math.exp(5);
+    close(await x().softmax(-1).data(), [1 / z, Math.exp(5) / z, 1 / (1 + Math.exp(6)), Math.exp(6) / (1 + Math.exp(6))]);
+  });
+
+  it('losses, gathers and convolutions read the right rows', async () => {
+    const ce = await crossEntropy(x(), tensor([0, 1], { dtype: 'int32' }), { reduction: 'none' }).data();
+    close(ce, [Math.log(1 + Math.exp(5)), Math.log(1 + Math.exp(-6))]);
+    const w = tensor([0, 0, 1, 2, 3, 4], [3, 2]).narrow(0, 1, 2);
+    expect(await embedding(w, tensor([1, 0], { dtype: 'int32' })).toArray()).toEqual([
+      [3, 4],
+      [1, 2],
+    ]);
+    const ids = tensor([0, 1], { dtype: 'int32' }).narrow(0, 1, 1);
+    expect(await embedding(w, ids).toArray()).toEqual([[3, 4]]);
+    const conv = conv1dCausal(tensor([9, 9, 1, 2], [1, 2, 2]).narrow(1, 1, 1), tensor([[1]]));
+    expect(Array.from(await conv.data())).toEqual([1, 2]);
+  });
+});
+

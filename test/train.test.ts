@@ -267,13 +267,16 @@ describe('training loop', () => {
       net.dispose();
       return w;
     };
+    // The window order depends on the seed and the sequence length, not the batch size, so both runs
+    // see the same 4 windows per step; only the float rounding of the averaged gradient differs.
     const one = await run({ batchSize: 4 });
     const two = await run({ batchSize: 2, gradAccum: 2 });
-    // Different batch shapes shuffle differently, so compare against the same windows: with batch 2 ×
-    // 2 the batcher's order differs; what must agree is that both ran and moved the weights alike in size.
-    for (const [name, w] of one) expect(two.get(name)!.length).toBe(w.length);
-    const log = readLog(dirs[dirs.length - 1]!).filter((e) => e.kind === 'train');
-    expect(log.map((e) => e.step)).toEqual([1, 2, 3]);
+    let largest = 0;
+    for (const [name, w] of one) {
+      const v = two.get(name)!;
+      for (let i = 0; i < w.length; i++) largest = Math.max(largest, Math.abs(w[i]! - v[i]!));
+    }
+    expect(largest).toBeLessThan(1e-4); // vs. steps of ~lr = 1e-2
   });
 
   it('keeps memory flat over 200 steps', async () => {

@@ -80,7 +80,9 @@ export async function saveSafetensors(
   const header = new Map<string, HeaderEntry | Record<string, string>>();
   if (metadata) header.set('__metadata__', metadata);
   entries.forEach(([name, t], i) => {
-    if (header.has(name)) throw new Error(`saveSafetensors: the name "${name}" is ${name === '__metadata__' ? 'reserved' : 'given twice'}.`);
+    if (header.has(name)) {
+      throw new Error(`saveSafetensors: the name "${name}" is ${name === '__metadata__' ? 'reserved' : 'given twice'}.`);
+    }
     header.set(name, { dtype: FILE_DTYPE[t.dtype], shape: [...t.shape], data_offsets: offsets.get(i)! });
   });
   let json = JSON.stringify(Object.fromEntries(header));

@@ -227,7 +227,7 @@ export class Tensor {
   astype(dtype: DType): Tensor {
     return el.astype(this, dtype);
   }
-  /** A contiguous copy when the layout is strided; this tensor's alias otherwise. */
+  /** A dense copy starting at element 0 when the layout is strided or offset; an alias otherwise. */
   contiguous(): Tensor {
     return el.contiguous(this);
   }

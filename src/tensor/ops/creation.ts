@@ -106,9 +106,9 @@ export function randn(shape: Shape, mean = 0, std = 1, dtype: DType = 'float32')
 
 /** x·scale + shift, disposing x and the intermediate. */
 function affineInPlace(x: Tensor, scale: number, shift: number): Tensor {
-  const scaled = x.mul(scale);
-  const out = scaled.add(shift);
-  scaled.dispose();
-  x.dispose();
+  const scaled = scale === 1 ? x : x.mul(scale);
+  const out = shift === 0 ? scaled : scaled.add(shift);
+  if (scaled !== out) scaled.dispose();
+  if (x !== scaled) x.dispose();
   return out;
 }

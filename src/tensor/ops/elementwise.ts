@@ -198,10 +198,14 @@ export const maskedFill = (x: Tensor, mask: Tensor, value: number): Tensor => wh
 
 // ---- layout and type ----
 
-/** A contiguous copy of a strided tensor (an alias when it already is contiguous). */
+/**
+ * The tensor laid out densely from element 0 of its buffer: an alias when it already is, else a copy.
+ * Kernels that take a whole buffer as a (rows, cols) array (reductions, softmax, losses, gathers)
+ * rely on both conditions, so a narrowed view that starts mid-buffer is copied too.
+ */
 export function contiguous(x: Tensor): Tensor {
-  if (x.isContiguous) return record(x.alias(), 'contiguous', [x], (g) => [g]);
-  const out = fromBuffer(x.storage.backend.copy(x.view(), x.dtype), x.shape, x.dtype, x.storage.backend);
+  const dense = x.isContiguous && x.offset === 0;
+  const out = dense ? x.alias() : fromBuffer(x.storage.backend.copy(x.view(), x.dtype), x.shape, x.dtype, x.storage.backend);
   return record(out, 'contiguous', [x], (g) => [g]);
 }
 

@@ -17,6 +17,7 @@
  * skip and gate are the engine's ordinary ops, so their gradients come from those ops' backward
  * closures and the kernel stays the five-input core. docs/selective-scan.md derives it all.
  */
+import { isGradEnabled } from '../../autograd/grad-mode.js';
 import { record } from '../../autograd/graph.js';
 import type { ScanInputs, ScanSizes } from '../../backends/backend.js';
 import { isFloat } from '../dtype.js';
@@ -102,20 +103,30 @@ export function selectiveScan(
 
 /**
  * The recurrence as one recorded op of (u, Δ, A, B, C). Its backward hands the kernel the same input
- * buffers again: the kernel re-runs the forward states itself rather than having them stored.
+ * buffers again, plus whatever the backend chose to keep from the forward (`saved`: the WebGPU
+ * backend keeps the state entering each chunk; the CPU backend keeps nothing and recomputes).
  */
 function scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: ScanSizes): { y: Tensor; lastState: Tensor } {
   const backend = u.storage.backend;
   const operands = [u, delta, A, B, C];
+  const recording = isGradEnabled() && operands.some((t) => t.requiresGrad);
   const dense = operands.map(asDense);
   const [pu, pdelta, pA, pB, pC] = dense.map((t) => t.storage.buffer);
   const inputs: ScanInputs = { u: pu, delta: pdelta, A: pA, B: pB, C: pC };
-  const out = backend.selectiveScan(inputs, sizes);
+  const out = backend.selectiveScan(inputs, sizes, recording);
   const y = fromBuffer(out.y, u.shape, u.dtype, backend);
   const lastState = fromBuffer(out.lastState, [sizes.batch, sizes.dim, sizes.N], u.dtype, backend);
+  if (!recording) {
+    // No backward will read them: the copies made for the kernel are done with.
+    for (let i = 0; i < dense.length; i++) if (dense[i] !== operands[i]) dense[i]?.dispose();
+    return { y, lastState };
+  }
+  // The saved buffer rides in a tensor so that dispose and tidy free it with the rest of the graph.
+  // Its contents are the backend's business, so the tensor shows none of them (shape [0]).
+  const saved = out.saved ? fromBuffer(out.saved, [0], u.dtype, backend) : null;
   record(y, 'selectiveScan', operands, (g) => {
     const gc = asDense(g);
-    const grads = backend.selectiveScanGrad(inputs, gc.storage.buffer, sizes);
+    const grads = backend.selectiveScanGrad(inputs, gc.storage.buffer, sizes, saved?.view().buffer);
     if (gc !== g) gc.dispose();
     // The kernel computes all five at once; those no input asked for are freed straight away.
     return [grads.du, grads.ddelta, grads.dA, grads.dB, grads.dC].map((buffer, i) => {
@@ -126,10 +137,6 @@ function scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: 
       return null;
     });
   });
-  // Without a backward to feed, the copies made for the kernel are done with.
-  if (!y.gradFn) {
-    for (let i = 0; i < dense.length; i++) if (dense[i] !== operands[i]) dense[i]?.dispose();
-  }
   return { y, lastState };
 }
 
