@@ -12,16 +12,19 @@
  *   elsewhere, not in this run; it is the ceiling only on an H200.
  * - **dispatch overhead**: many tiny ops (allocate, add 64 floats, free) queued back to back, per op —
  *   the fixed cost that dominates small models. Its baseline is the same op waited for one at a time.
- * - **selective scan**: the other engineer's `runSelectiveScanBench` (bench/selective-scan.ts).
+ * - **selective scan**: `runSelectiveScanBench` (bench/selective-scan.ts), the fused scan kernels
+ *   against the copy ceiling, the CPU's sequential scan and an unfused GPU version (WebGPU only).
  *
  * Every measurement times finished work (timing.ts). A kernel call that takes less than a few
  * milliseconds is repeated inside one timed sample, so that the fixed cost of waiting for the device
  * (a submit and a round trip) is spread over many calls; the count is chosen from one trial run.
  */
 import type { BufferHandle, View } from '../src/backends/backend.js';
+import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { contiguousStrides } from '../src/tensor/shape.js';
 import type { DeviceClass, SuiteContext } from './context.js';
 import { println } from './context.js';
+import { runSelectiveScanBench, type SelectiveScanBenchResult } from './selective-scan.js';
 import { formatNumber, formatTable } from './table.js';
 import { timeFinished } from './timing.js';
 
@@ -62,7 +65,8 @@ export interface KernelMeasurement {
 export interface KernelsResult {
   suite: 'kernels';
   measurements: KernelMeasurement[];
-  selectiveScan: unknown;
+  /** bench/selective-scan.ts's result; null on the CPU backend. */
+  selectiveScan: SelectiveScanBenchResult | null;
   referenceFlops: { value: number; what: string };
 }
 
@@ -172,10 +176,18 @@ export async function runKernelsSuite(ctx: SuiteContext): Promise<KernelsResult>
   backend.free(tb);
 
   printSummary(ctx, results);
+
+  println(ctx);
+  let selectiveScan: SelectiveScanBenchResult | null = null;
+  if (backend instanceof WebGpuBackend) {
+    selectiveScan = await runSelectiveScanBench({ quick: options.quick, repeats: options.repeats, print: (line) => println(ctx, line), backend });
+  } else {
+    println(ctx, 'selective scan: skipped; bench/selective-scan.ts measures the WebGPU kernels (run with --backend webgpu)');
+  }
   return {
     suite: 'kernels',
     measurements: results,
-    selectiveScan: null,
+    selectiveScan,
     referenceFlops: { value: H200_CUBLAS_FP32_FLOPS, what: 'fp32 SGEMM by cuBLAS on an NVIDIA H200 (not measured in this run)' },
   };
 }

@@ -44,7 +44,7 @@ const powersOfTwo = (from: number, to: number): number[] => {
 
 /** Lengths by device when --lengths is not given; a CPU would take hours over the long ones. */
 const DEFAULT_LENGTHS = { gpu: powersOfTwo(64, 16384), software: powersOfTwo(64, 1024), cpu: powersOfTwo(64, 1024) };
-const QUICK_LENGTHS = [8, 16, 32];
+const QUICK_LENGTHS = [16, 32];
 
 export interface ScalingPoint {
   model: string;

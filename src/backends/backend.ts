@@ -11,6 +11,12 @@
  *   (except `assign`, which writes into an existing view).
  * - Calls are synchronous to make; a backend may queue the work (the GPU does). Only `read` waits.
  * - Float inputs are computed in at least f32; `float16` is a storage format.
+ * - Output dtype: a's for binary and `where`; int32 for argmax; otherwise the dtype of the first float
+ *   input (conv1dGrad: gx as x, gw as w). int32 results truncate and wrap like JS's ToInt32.
+ * - Edge cases: an empty row sums to 0 (max −∞, min +∞); a fully −∞ softmax row is NaN; uniform
+ *   draws are in [0, 1) before rounding to the dtype (float16 may round up to 1).
+ * - Strides are ≥ 0. Out-of-range ids or targets are errors on the CPU, which checks them, and
+ *   undefined behaviour on backends that cannot check without a round trip (the GPU).
  *
  * The CPU backend (`cpu/`) is the definition of every kernel; other backends are tested against it.
  * Adding a backend is adding a folder that implements this interface and registers itself.

@@ -174,8 +174,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return result;
   };
 
-  const save = async (): Promise<string> =>
-    saveCheckpoint(runDir, model, optimizer, {
+  const save = async (): Promise<string> => {
+    await writeLossChart(join(runDir, 'loss.png'), log.entries, title);
+    return saveCheckpoint(runDir, model, optimizer, {
       format: CHECKPOINT_FORMAT,
       step,
       epoch: batcher.state().epoch,
@@ -186,6 +187,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       optimizerStep: optimizer.stepCount,
       config,
     });
+  };
 
   let stopReason: StopReason = 'finished';
   let validAtStep = -1;

@@ -43,7 +43,8 @@ export function formatDuration(seconds: number): string {
 export class ProgressBar {
   /** Whether the bar line is on screen (and must be cleared before other output). */
   private drawn = false;
-  private lastDraw = 0;
+  /** When the last line was drawn (ms); starts now so that the first 30 s of a plain log stay quiet. */
+  private lastDraw = Date.now();
 
   constructor(private readonly stream: ProgressStream) {}
 
@@ -62,15 +63,19 @@ export class ProgressBar {
   }
 
   /**
-   * Shows `info`. `fresh` marks an update that carries a newly read loss: only those are printed when
-   * the output is not a terminal; on a terminal, redraws are limited to 10 per second.
+   * Shows `info`. `fresh` marks an update that carries a newly read loss. When the output is not a
+   * terminal, those are printed, and others only if nothing was printed for 30 s (slow steps); on a
+   * terminal, redraws are limited to 10 per second.
    */
   update(info: ProgressInfo, fresh: boolean): void {
+    const now = Date.now();
     if (!this.tty) {
-      if (fresh) this.stream.write(`${ProgressBar.describe(info)}\n`);
+      if (fresh || now - this.lastDraw >= 30_000) {
+        this.stream.write(`${ProgressBar.describe(info)}\n`);
+        this.lastDraw = now;
+      }
       return;
     }
-    const now = Date.now();
     if (!fresh && now - this.lastDraw < 100) return;
     this.lastDraw = now;
     const width = 20;

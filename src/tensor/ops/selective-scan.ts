@@ -17,14 +17,13 @@
  * skip and gate are the engine's ordinary ops, so their gradients come from those ops' backward
  * closures and the kernel stays the five-input core. docs/selective-scan.md derives it all.
  */
-import { isGradEnabled } from '../../autograd/grad-mode.js';
 import { record } from '../../autograd/graph.js';
 import type { ScanInputs, ScanSizes } from '../../backends/backend.js';
 import { isFloat } from '../dtype.js';
 import { shapesEqual, shapeToString } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { fromBuffer } from './creation.js';
-import { add, checkCompatible, mul, silu, softplus } from './elementwise.js';
+import { add, checkCompatible, contiguous, mul, silu, softplus } from './elementwise.js';
 import { reshape } from './views.js';
 
 export interface SelectiveScanOptions {
@@ -36,7 +35,7 @@ export interface SelectiveScanOptions {
   deltaBias?: Tensor | null;
   /** Δ = softplus(delta + deltaBias) when true (as Mamba calls it), delta + deltaBias otherwise. Default false. */
   deltaSoftplus?: boolean;
-  /** Also return the last state h_len, e.g. to continue the sequence later. Default false. */
+  /** Also return the last state h_len (e.g. to start step-by-step decoding from it). Default false. */
   returnLastState?: boolean;
 }
 
@@ -108,29 +107,28 @@ export function selectiveScan(
  */
 function scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: ScanSizes): { y: Tensor; lastState: Tensor } {
   const backend = u.storage.backend;
-  const operands = [u, delta, A, B, C];
-  const recording = isGradEnabled() && operands.some((t) => t.requiresGrad);
-  const dense = operands.map(asDense);
+  // The kernels read row-major buffers from element 0, which `contiguous` guarantees (copying if needed).
+  const dense = [u, delta, A, B, C].map(contiguous);
+  const recording = dense.some((t) => t.requiresGrad);
   const [pu, pdelta, pA, pB, pC] = dense.map((t) => t.storage.buffer);
   const inputs: ScanInputs = { u: pu, delta: pdelta, A: pA, B: pB, C: pC };
   const out = backend.selectiveScan(inputs, sizes, recording);
   const y = fromBuffer(out.y, u.shape, u.dtype, backend);
   const lastState = fromBuffer(out.lastState, [sizes.batch, sizes.dim, sizes.N], u.dtype, backend);
   if (!recording) {
-    // No backward will read them: the copies made for the kernel are done with.
-    for (let i = 0; i < dense.length; i++) if (dense[i] !== operands[i]) dense[i]?.dispose();
+    for (const t of dense) t.dispose(); // no backward will read them
     return { y, lastState };
   }
   // The saved buffer rides in a tensor so that dispose and tidy free it with the rest of the graph.
   // Its contents are the backend's business, so the tensor shows none of them (shape [0]).
   const saved = out.saved ? fromBuffer(out.saved, [0], u.dtype, backend) : null;
-  record(y, 'selectiveScan', operands, (g) => {
-    const gc = asDense(g);
+  record(y, 'selectiveScan', dense, (g) => {
+    const gc = contiguous(g);
     const grads = backend.selectiveScanGrad(inputs, gc.storage.buffer, sizes, saved?.view().buffer);
-    if (gc !== g) gc.dispose();
+    gc.dispose();
     // The kernel computes all five at once; those no input asked for are freed straight away.
     return [grads.du, grads.ddelta, grads.dA, grads.dB, grads.dC].map((buffer, i) => {
-      const x = operands[i] as Tensor;
+      const x = dense[i] as Tensor;
       const grad = fromBuffer(buffer, x.shape, u.dtype, backend);
       if (x.requiresGrad) return grad;
       grad.dispose();
@@ -138,15 +136,6 @@ function scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: 
     });
   });
   return { y, lastState };
-}
-
-/**
- * `x` itself when its elements already lie in row-major order from the start of its buffer, as the
- * scan kernels read them; a contiguous copy otherwise. Not recorded: the scan's record covers x.
- */
-function asDense(x: Tensor): Tensor {
-  if (x.isContiguous && x.offset === 0) return x;
-  return fromBuffer(x.storage.backend.copy(x.view(), x.dtype), x.shape, x.dtype, x.storage.backend);
 }
 
 /** The scan's sizes, after checking every shape, dtype and backend; one sentence names all shapes. */

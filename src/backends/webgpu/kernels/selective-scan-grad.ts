@@ -56,6 +56,7 @@ import {
   CHUNK_LEN,
   chunkStatesSize,
   downSweep,
+  eachStep,
   runSelectiveScan,
   type ScanBuffers,
   type ScanTiling,
@@ -177,14 +178,16 @@ ${TILE_PROLOGUE}
     var gy: array<f32, STEPS>;      // dy
     var gu: array<f32, STEPS>;      // du, summed over the states
     var gdelta: array<f32, STEPS>;  // dΔ, summed over the states
-    for (var j = 0u; j < STEPS; j++) {
-      let slot = r * STRIDE + first + j;
-      dt[j] = tile[slot];
-      uu[j] = tile[ROWS * STRIDE + slot];
-      gy[j] = tile[2u * ROWS * STRIDE + slot];
-      gu[j] = 0.0;
-      gdelta[j] = 0.0;
-    }
+${eachStep(
+      t.steps,
+      (j) => `let slot = r * STRIDE + first + ${j}u;
+      dt[${j}] = tile[slot];
+      uu[${j}] = tile[ROWS * STRIDE + slot];
+      gy[${j}] = tile[2u * ROWS * STRIDE + slot];
+      gu[${j}] = 0.0;
+      gdelta[${j}] = 0.0;`,
+      '    ',
+    )}
 
     for (var n0 = 0u; n0 < N; n0 += GROUP) {
       // 2. Local totals: forward (Π ā, h from 0), reverse (Π ā, q from 0) composed toward the start.
@@ -195,14 +198,13 @@ ${TILE_PROLOGUE}
         var fb = 0.0;
         var qa = 1.0;
         var qb = 0.0;
-        for (var j = 0u; j < STEPS; j++) {
-          let t = t0 + first + j;
-          let abar = exp(dt[j] * a);
-          fb = abar * fb + dt[j] * uu[j] * ${bAt('n', 't')};
+        // q ↦ qa·q + qb: step j's map runs after those of the steps after it.
+${eachStep(t.steps, (j) => `let t = t0 + first + ${j}u;
+          let abar = exp(dt[${j}] * a);
+          fb = abar * fb + dt[${j}] * uu[${j}] * ${bAt('n', 't')};
           fa = fa * abar;
-          qa = qa * abar; // step j's map runs after the later steps': q ↦ qa·q + qb
-          qb = qb + qa * ${cAt('n', 't')} * gy[j];
-        }
+          qa = qa * abar;
+          qb = qb + qa * ${cAt('n', 't')} * gy[${j}];`)}
         sa[node(g, seg, r)] = fa;
         sb[node(g, seg, r)] = fb;
         ra[node(g, SEGS - 1u - seg, r)] = qa;
@@ -232,26 +234,26 @@ ${downSweep(['s', 'r'])}
         var abar: array<f32, STEPS>;
         var hBefore: array<f32, STEPS>; // h_{t−1}
         var h = sb[node(g, seg, r)];
-        for (var j = 0u; j < STEPS; j++) {
-          abar[j] = exp(dt[j] * a);
-          hBefore[j] = h;
-          h = abar[j] * h + dt[j] * uu[j] * ${bAt('n', 't0 + first + j')};
-        }
+${eachStep(t.steps, (j) => `abar[${j}] = exp(dt[${j}] * a);
+          hBefore[${j}] = h;
+          h = abar[${j}] * h + dt[${j}] * uu[${j}] * ${bAt('n', `t0 + first + ${j}u`)};`)}
         var q = rb[node(g, SEGS - 1u - seg, r)];
         var dAPart = 0.0;
-        for (var jj = 0u; jj < STEPS; jj++) {
-          let j = STEPS - 1u - jj;
-          let t = t0 + first + j;
+${eachStep(
+          t.steps,
+          (j) => `let t = t0 + first + ${j}u;
           let bt = ${bAt('n', 't')};
-          let h_t = abar[j] * hBefore[j] + dt[j] * uu[j] * bt;
-          let dh = ${cAt('n', 't')} * gy[j] + q;
-          gdelta[j] += dh * (a * abar[j] * hBefore[j] + bt * uu[j]);
-          gu[j] += dh * dt[j] * bt;
-          dAPart += dh * dt[j] * abar[j] * hBefore[j];
-          tile[(first + j) * PITCH + r] = dh * dt[j] * uu[j];    // this row's share of dB_t[n]
-          tile[SCRATCH_DC + (first + j) * PITCH + r] = gy[j] * h_t; // … of dC_t[n]
-          q = abar[j] * dh;
-        }
+          let hNow = abar[${j}] * hBefore[${j}] + dt[${j}] * uu[${j}] * bt;
+          let dh = ${cAt('n', 't')} * gy[${j}] + q;
+          gdelta[${j}] += dh * (a * abar[${j}] * hBefore[${j}] + bt * uu[${j}]);
+          gu[${j}] += dh * dt[${j}] * bt;
+          dAPart += dh * dt[${j}] * abar[${j}] * hBefore[${j}];
+          tile[(first + ${j}u) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
+          tile[SCRATCH_DC + (first + ${j}u) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
+          q = abar[${j}] * dh;`,
+          '        ',
+          'down',
+        )}
         tile[SCRATCH_DA + seg * ROWS + r] = dAPart;
         workgroupBarrier();
         for (var i = lid; i < 2u * CHUNK + ROWS; i += THREADS) {
@@ -274,10 +276,12 @@ ${downSweep(['s', 'r'])}
     }
 
     // 5. du and dΔ through the tile, then out along len.
-    for (var j = 0u; j < STEPS; j++) {
-      tile[r * STRIDE + first + j] = gu[j];
-      tile[ROWS * STRIDE + r * STRIDE + first + j] = gdelta[j];
-    }
+${eachStep(
+      t.steps,
+      (j) => `tile[r * STRIDE + first + ${j}u] = gu[${j}];
+      tile[ROWS * STRIDE + r * STRIDE + first + ${j}u] = gdelta[${j}];`,
+      '    ',
+    )}
     workgroupBarrier();
     for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
       let rr = i / CHUNK;

@@ -91,9 +91,9 @@ const FORWARD_ROWS = 16;
 const FORWARD_SEGS = 4;
 const MAX_GROUP = 16;
 
-/** Workgroup-memory bytes of the forward kernel: the Δ and Δ·u tile, the trees, carry. */
+/** Workgroup-memory bytes of the forward kernel: the Δ and Δ·u tile, B and C of a group, the trees, carry. */
 const forwardSharedBytes = (t: ScanTiling, N: number): number =>
-  4 * (2 * t.rows * (CHUNK_LEN + 1) + 2 * t.group * t.segs * t.rows + N * t.rows);
+  4 * (2 * t.rows * (CHUNK_LEN + 1) + 2 * t.group * CHUNK_LEN + 2 * t.group * t.segs * t.rows + N * t.rows);
 
 /** The forward tiling for N states within the device's workgroup memory. */
 export function forwardTiling(N: number, maxSharedBytes: number): ScanTiling {
@@ -198,6 +198,32 @@ ${pass}
     }`;
 }
 
+/**
+ * \`body\` for every step j of a segment (j = 0 … STEPS − 1, or back down), as straight-line code with
+ * j a constant, each in its own block. The per-step arrays (Δ, Δ·u, y, …) then see constant indices
+ * only, which every compiler keeps in registers. As a loop over j they stayed in memory on an H200
+ * (the driver did not unroll it), which made the kernels several times slower.
+ */
+export function eachStep(steps: number, body: (j: number) => string, indent = '        ', order: 'up' | 'down' = 'up'): string {
+  const js = Array.from({ length: steps }, (_, i) => (order === 'up' ? i : steps - 1 - i));
+  return js.map((j) => `${indent}{ // step ${j}\n${indent}  ${body(j)}\n${indent}}`).join('\n');
+}
+
+/**
+ * A loop in which the THREADS invocations share \`count\` items, item i = lid + k·THREADS, written out
+ * for every k. The items are independent, and straight-line code lets an invocation issue all its
+ * loads before it waits for the first: as a loop, each load's latency was paid in turn, which bounded
+ * the first version more than bandwidth did. \`body\` sees the item as \`i\`.
+ */
+export function cooperative(count: number, threads: number, body: string, indent = '    '): string {
+  const blocks: string[] = [];
+  for (let k = 0; k < count; k += threads) {
+    const open = k + threads > count ? `let i = lid + ${k}u;\n${indent}  if (i < ${count}u) {` : `let i = lid + ${k}u;\n${indent}  {`;
+    blocks.push(`${indent}{\n${indent}  ${open}\n${indent}    ${body.replaceAll('\n', '\n  ')}\n${indent}  }\n${indent}}`);
+  }
+  return blocks.join('\n');
+}
+
 /** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
 export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·tilesPerBatch + (d0 / ROWS)
   if (tileIndex >= params.tiles) { return; } // a folded grid may have a few workgroups too many
@@ -217,7 +243,7 @@ export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·til
  * `start` is where the array begins in its buffer.
  */
 export const stateInput = (array: string, start: string, n: string, t: string, dtype: DType): string =>
-  `select(0.0, ${load(array, `${start}bc + ${n} * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len)`;
+  `select(0.0, ${load(array, `${start}bc + (${n}) * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len)`;
 
 export type ForwardMode = 'y' | 'y+states' | 'states';
 
@@ -275,35 +301,35 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
         storageBinding(3, 'B', 'read', dtype),
       ];
   if (saveStates) bindings.push(storageBinding(statesBinding, 'chunkStates', 'read_write', 'float32'));
-  const bAt = (n: string, step: string) => stateInput('B', '', n, step, dtype);
-  const cAt = (n: string, step: string) => stateInput('C', '', n, step, dtype);
+  // B and C of the group's states over the chunk, staged in workgroup memory.
+  const stageBC = (array: 'B' | 'C') =>
+    `tile${array}[i] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
 
   // Steps 4 and 5 (apply, write y) exist only when y is wanted; 'states' stops at the root.
   const apply = `
-    ${downSweep(['s'])}
+${downSweep(['s'])}
       // 4. Apply: re-run the segment from the state entering it, collecting C·h into y.
       for (var g = 0u; g < GROUP; g++) {
-        let n = n0 + g;
-        let a = A[aRow + n];
+        let a = A[aRow + n0 + g];
         var h = sb[node(g, seg, r)];
-        for (var j = 0u; j < STEPS; j++) {
-          let t = t0 + first + j;
-          h = exp(dt[j] * a) * h + dtu[j] * ${bAt('n', 't')};
-          acc[j] += ${cAt('n', 't')} * h;
-        }
+${eachStep(t.steps, (j) => `let at = g * CHUNK + first + ${j}u;
+          h = exp(dt[${j}] * a) * h + dtu[${j}] * tileB[at];
+          acc[${j}] += tileC[at] * h;`)}
       }
-      workgroupBarrier(); // the trees are refilled by the next group`;
+      workgroupBarrier(); // the trees and tileB, tileC are refilled by the next group`;
   const writeY = `
     // 5. y through the tile (Δ is in registers by now), then out along len.
-    for (var j = 0u; j < STEPS; j++) { tileDelta[r * STRIDE + first + j] = acc[j]; }
+${eachStep(t.steps, (j) => `tileDelta[r * STRIDE + first + ${j}u] = acc[${j}];`, '    ')}
     workgroupBarrier();
-    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
-      let rr = i / CHUNK;
+${cooperative(
+  t.rows * CHUNK_LEN,
+  t.rows * t.segs,
+  `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
       if (d0 + rr < params.dim && t < params.len) {
         ${store('y', '(b * params.dim + d0 + rr) * params.len + t', 'tileDelta[rr * STRIDE + i % CHUNK]', dtype)}
-      }
-    }
+      }`,
+)}
     workgroupBarrier(); // the tile is restaged by the next chunk`;
   const lastState = `
   for (var i = lid; i < N * ROWS; i += THREADS) {
@@ -323,7 +349,8 @@ ${tilingConstants(t, N)}
 
 var<workgroup> tileDelta: array<f32, ROWS * STRIDE>;  // Δ of the tile's chunk (later its y)
 var<workgroup> tileDeltaU: array<f32, ROWS * STRIDE>; // Δ·u
-var<workgroup> carry: array<f32, N * ROWS>;           // h entering the chunk, per (n, row)
+var<workgroup> tileB: array<f32, GROUP * CHUNK>;      // B of the group's states over the chunk
+${withY ? 'var<workgroup> tileC: array<f32, GROUP * CHUNK>;      // C, likewise\n' : ''}var<workgroup> carry: array<f32, N * ROWS>;           // h entering the chunk, per (n, row)
 ${treeDeclarations(['s'])}
 
 @compute @workgroup_size(THREADS)
@@ -331,43 +358,43 @@ fn main(${GRID_BUILTINS}) {
 ${TILE_PROLOGUE}
 
   for (var i = lid; i < N * ROWS; i += THREADS) { carry[i] = 0.0; } // h_0 = 0
+${withY ? '  var acc: array<f32, STEPS>; // y of this segment, summed over the states\n' : ''}  var dt: array<f32, STEPS>;  // Δ of this invocation's segment
+  var dtu: array<f32, STEPS>; // Δ·u
 
   for (var c = 0u; c < params.nChunks; c++) {
     let t0 = c * CHUNK;
-    // 1. Stage Δ and Δ·u, consecutive invocations reading consecutive steps of a row.
-    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
-      let rr = i / CHUNK;
+    // 1. Stage Δ and Δ·u, consecutive invocations reading consecutive steps of a row (0 past dim
+    //    or len: the clamped index keeps the load in bounds, the select drops it).
+${cooperative(
+  t.rows * CHUNK_LEN,
+  t.rows * t.segs,
+  `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
-      var stepDelta = 0.0;
-      var stepDeltaU = 0.0;
-      if (d0 + rr < params.dim && t < params.len) {
-        let at = (b * params.dim + d0 + rr) * params.len + t;
-        stepDelta = ${load('delta', 'at', dtype)};
-        stepDeltaU = stepDelta * ${load('u', 'at', dtype)};
-      }
+      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
+      let inside = d0 + rr < params.dim && t < params.len;
+      let stepDelta = select(0.0, ${load('delta', 'at', dtype)}, inside);
       tileDelta[rr * STRIDE + i % CHUNK] = stepDelta;
-      tileDeltaU[rr * STRIDE + i % CHUNK] = stepDeltaU;
-    }
-    workgroupBarrier();
-    var dt: array<f32, STEPS>;  // Δ of this invocation's segment
-    var dtu: array<f32, STEPS>; // Δ·u
-${withY ? '    var acc: array<f32, STEPS>; // y, summed over the states\n' : ''}    for (var j = 0u; j < STEPS; j++) {
-      dt[j] = tileDelta[r * STRIDE + first + j];
-      dtu[j] = tileDeltaU[r * STRIDE + first + j];${withY ? '\n      acc[j] = 0.0;' : ''}
-    }
+      tileDeltaU[rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
+)}
+${withY ? eachStep(t.steps, (j) => `acc[${j}] = 0.0;`, '    ') : ''}
 
     for (var n0 = 0u; n0 < N; n0 += GROUP) {
+${cooperative(t.group * CHUNK_LEN, t.rows * t.segs, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
+      workgroupBarrier();
+${eachStep(
+  t.steps,
+  (j) => `dt[${j}] = tileDelta[r * STRIDE + first + ${j}u];
+        dtu[${j}] = tileDeltaU[r * STRIDE + first + ${j}u];`,
+  '      ',
+)}
       // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0).
       for (var g = 0u; g < GROUP; g++) {
-        let n = n0 + g;
-        let a = A[aRow + n];
+        let a = A[aRow + n0 + g];
         var ta = 1.0;
         var tb = 0.0;
-        for (var j = 0u; j < STEPS; j++) {
-          let abar = exp(dt[j] * a);
+${eachStep(t.steps, (j) => `let abar = exp(dt[${j}] * a);
           ta = ta * abar;
-          tb = abar * tb + dtu[j] * ${bAt('n', 't0 + first + j')};
-        }
+          tb = abar * tb + dtu[${j}] * tileB[g * CHUNK + first + ${j}u];`)}
         sa[node(g, seg, r)] = ta;
         sb[node(g, seg, r)] = tb;
       }
@@ -384,12 +411,10 @@ ${upSweep(['s'])}
         carry[n * ROWS + rr] = sa[root] * hIn + sb[root]; // the state leaving the chunk
         sb[root] = hIn;
       }
-      workgroupBarrier();
-${withY ? apply : ''}
-    }
-${withY ? writeY : ''}
-  }
-${withY ? lastState : ''}
+      workgroupBarrier();${withY ? apply : `
+      // Without y the chunk is done once carry has moved on; the next group restages tileB.`}
+    }${withY ? writeY : ''}
+  }${withY ? lastState : ''}
 }
 `;
 }
