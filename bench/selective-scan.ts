@@ -133,14 +133,23 @@ function gpuInputs(backend: WebGpuBackend, s: ScanSizes): { inputs: ScanInputs; 
     C: normal(s.batch * s.N * s.len, 5),
   };
   const dy = normal(rows, 6);
-  return { inputs, dy, free: () => [...Object.values(inputs), dy].forEach((h) => backend.free(h)) };
+  return {
+    inputs,
+    dy,
+    free: () => {
+      for (const h of [...Object.values(inputs), dy]) backend.free(h);
+    },
+  };
 }
 
 /** The CPU's sequential scan, ns per (row, step, state), forward and backward. */
 function measureCpu(s: ScanSizes): { forwardNs: number; backwardNs: number } {
   const cpu = new CpuBackend();
   const normals = (n: number, seed: number, f: (x: number) => number = (x) => x) =>
-    cpu.upload(Float32Array.from({ length: n }, (_, i) => f(normalAt(pcgHash(seed), i))), 'float32');
+    cpu.upload(
+      Float32Array.from({ length: n }, (_, i) => f(normalAt(pcgHash(seed), i))),
+      'float32',
+    );
   const rows = elements(s);
   const inputs = {
     u: normals(rows, 1),
@@ -189,7 +198,11 @@ async function measureUnfused(
     B: unfused.upload(await read(inputs.B, sizes.B)),
     C: unfused.upload(await read(inputs.C, sizes.C)),
   };
-  const ms = await timeCalls(() => unfused.release(unfused.run(x, s)), () => unfused.sync(), repeats);
+  const ms = await timeCalls(
+    () => unfused.release(unfused.run(x, s)),
+    () => unfused.sync(),
+    repeats,
+  );
   const y = unfused.run(x, s);
   const got = await unfused.read(y, elements(s));
   unfused.release(y);
@@ -223,7 +236,11 @@ export async function runSelectiveScanBench(options: SelectiveScanBenchOptions =
     const n = shapes.copyFloats;
     const source = backend.full(n, 1, 'float32');
     const copyView = { buffer: source, dtype: 'float32' as const, shape: [n], strides: [1], offset: 0 };
-    const copyMs = await timeCalls(() => backend.free(backend.copy(copyView, 'float32')), () => backend.sync(), repeats);
+    const copyMs = await timeCalls(
+      () => backend.free(backend.copy(copyView, 'float32')),
+      () => backend.sync(),
+      repeats,
+    );
     backend.free(source);
     const copyGbPerS = (8 * n) / copyMs / 1e6;
     print(`copy of ${(4 * n) / 2 ** 20} MiB: ${formatNumber(copyGbPerS)} GB/s (read + write)`);
@@ -269,7 +286,8 @@ export async function runSelectiveScanBench(options: SelectiveScanBenchOptions =
       if (unfused.fits(s)) {
         const base = await measureUnfused(unfused, backend, inputs, s, repeats);
         vsUnfused = base.ms / forwardMs;
-        if (!(base.error < 1e-3)) print(`  warning: the unfused y differs from the fused y by ${base.error} (relative) at ${shapeLabel(s)}`);
+        if (!(base.error < 1e-3))
+          print(`  warning: the unfused y differs from the fused y by ${base.error} (relative) at ${shapeLabel(s)}`);
       }
       free();
 

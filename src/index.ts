@@ -9,6 +9,7 @@
  *     console.log(await w.grad!.toArray());
  */
 import './backends/cpu/index.js';
+import './backends/webgpu/index.js';
 
 export { backward } from './autograd/backward.js';
 export { isGradEnabled, noGrad } from './autograd/grad-mode.js';
@@ -88,3 +89,9 @@ export { expand, flatten, narrow, permute, reshape, select, squeeze, transpose, 
 export { Generator, globalGenerator, manualSeed } from './tensor/random.js';
 export { keep, tidy } from './tensor/scope.js';
 export { type NestedArray, Tensor } from './tensor/tensor.js';
+export { type EvalResult, evaluate } from './train/evaluate.js';
+export { Adam, type AdamOptions, AdamW, type AdamWOptions, type OptimizerState } from './train/optim/adam.js';
+export { clipGradNorm } from './train/optim/clip.js';
+export { type Schedule, type ScheduleOptions, warmupCosine } from './train/optim/schedule.js';
+export { decaysWeight } from './train/optim/weight-decay.js';
+export { type ChartOptions, renderLineChart, type Series, writeLineChart } from './train/plot/plot.js';

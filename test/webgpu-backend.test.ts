@@ -11,8 +11,8 @@
 import { Float16Array } from '@petamoriken/float16';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/backends/backend.js';
-import { CpuBackend } from '../src/backends/cpu/index.js';
 import type { CpuBuffer } from '../src/backends/cpu/buffer.js';
+import { CpuBackend } from '../src/backends/cpu/index.js';
 import { BufferUsage, GpuDevice } from '../src/backends/webgpu/device.js';
 import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import type { DType, TypedArray } from '../src/tensor/dtype.js';
@@ -61,8 +61,7 @@ function upload(values: ArrayLike<number>, dtype: DType = 'float32'): Pair {
   return p;
 }
 
-const random = (n: number, seed: number, dtype: DType = 'float32', lo = -1, hi = 1): Pair =>
-  upload(randomValues(n, seed, lo, hi), dtype);
+const random = (n: number, seed: number, dtype: DType = 'float32', lo = -1, hi = 1): Pair => upload(randomValues(n, seed, lo, hi), dtype);
 
 /** A view of a pair on each backend: `shape` with `strides` (row-major by default) from `offset`. */
 function view(p: Pair, shape: number[], strides = contiguousStrides(shape), offset = 0): { cpu: View; gpu: View } {
@@ -108,7 +107,9 @@ function expectClose(label: string, actual: ArrayLike<number>, expected: ArrayLi
     }
   }
   if (worst >= 0) {
-    expect.fail(`${label}: element ${worst} is ${actual[worst]} on the GPU but ${expected[worst]} on the CPU (tolerance ${JSON.stringify(tol)})`);
+    expect.fail(
+      `${label}: element ${worst} is ${actual[worst]} on the GPU but ${expected[worst]} on the CPU (tolerance ${JSON.stringify(tol)})`,
+    );
   }
 }
 
@@ -207,6 +208,20 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       expect(() => G().full(2 ** 31, 0, 'float32')).toThrow(/full: needs a buffer of 8589934592 bytes.*maxStorageBufferBindingSize/);
     });
 
+    it('uploads into a recycled buffer without changing what queued kernels read from it', async () => {
+      // queue.writeBuffer runs before every command of the next submit: reusing the freed buffer of a
+      // still-queued kernel's input must not feed that kernel the new data.
+      const v = (h: BufferHandle): View => ({ buffer: h, dtype: 'float32', shape: [3], strides: [1], offset: 0 });
+      const a = G().upload(new Float32Array([1, 2, 3]), 'float32');
+      const negA = G().unary('neg', v(a));
+      G().free(a);
+      const b = G().upload(new Float32Array([7, 8, 9]), 'float32'); // same size class: a's buffer
+      expect(Array.from(await readAll(G(), negA, 'float32', 3))).toEqual([-1, -2, -3]);
+      expect(Array.from(await readAll(G(), b, 'float32', 3))).toEqual([7, 8, 9]);
+      G().free(negA);
+      G().free(b);
+    });
+
     it('keeps liveBytes and the pool flat over 200 iterations of alloc, compute, free', async () => {
       const x = G().upload(typed(randomValues(1000, 2), 'float32'), 'float32');
       const v = (h: BufferHandle, n = 1000): View => ({ buffer: h, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
@@ -238,7 +253,23 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
   });
 
   describe('element-wise', () => {
-    const UNARY: UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'silu', 'gelu', 'softplus', 'relu', 'abs', 'sign', 'siluGrad', 'geluGrad'];
+    const UNARY: UnaryOp[] = [
+      'neg',
+      'exp',
+      'log',
+      'sqrt',
+      'rsqrt',
+      'tanh',
+      'sigmoid',
+      'silu',
+      'gelu',
+      'softplus',
+      'relu',
+      'abs',
+      'sign',
+      'siluGrad',
+      'geluGrad',
+    ];
     const POSITIVE_ONLY = new Set<UnaryOp>(['log', 'sqrt', 'rsqrt']);
 
     it('computes every unary op on float32, at every size', async () => {
@@ -286,8 +317,14 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       const row = random(7, 5, 'float32', -3, 3);
       const col = upload([...randomValues(32, 6, -3, 3).map((v) => Math.round(v)), 2]); // whole numbers: pow of negatives
       for (const op of ops) {
-        await check(`${op} row`, 'float32', (b, s) => b.binary(op, s(view(a, [33, 7])), s(view(row, [33, 7], [0, 1]))), { rtol: 8e-6, atol: 1e-6 });
-        await check(`${op} col`, 'float32', (b, s) => b.binary(op, s(view(col, [33, 7], [1, 0])), s(view(a, [33, 7], [1, 33]))), { rtol: 8e-6, atol: 1e-6 });
+        await check(`${op} row`, 'float32', (b, s) => b.binary(op, s(view(a, [33, 7])), s(view(row, [33, 7], [0, 1]))), {
+          rtol: 8e-6,
+          atol: 1e-6,
+        });
+        await check(`${op} col`, 'float32', (b, s) => b.binary(op, s(view(col, [33, 7], [1, 0])), s(view(a, [33, 7], [1, 33]))), {
+          rtol: 8e-6,
+          atol: 1e-6,
+        });
       }
       const special = upload([0, -0, 2, -2, -8, Number.NaN, Infinity, -Infinity, 0.5]);
       for (const op of ops) {
@@ -312,7 +349,12 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       const b = random(1, 8);
       await check('where', 'float32', (be, s) => be.where(s(view(cond, [7])), s(view(a, [7])), s(view(b, [7], [0]))), EXACT);
       const icond = upload([0, 1, 0, 3], 'int32');
-      await check('where int cond', 'float32', (be, s) => be.where(s(view(icond, [2, 2])), s(view(a, [2, 2])), s(view(b, [2, 2], [0, 0]))), EXACT);
+      await check(
+        'where int cond',
+        'float32',
+        (be, s) => be.where(s(view(icond, [2, 2])), s(view(a, [2, 2])), s(view(b, [2, 2], [0, 0]))),
+        EXACT,
+      );
     });
 
     it('converts between dtypes like a JS typed-array store', async () => {
@@ -372,7 +414,10 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       for (const [rows, cols] of SHAPES) {
         const x = random(rows * cols, rows + cols, 'float32', -10, 10);
         const n = rows * cols;
-        await check(`sum ${rows}x${cols}`, 'float32', (b, s) => b.reduce('sum', s(x), 'float32', rows, cols), { rtol: 1e-5, atol: 2e-5 * Math.sqrt(n) });
+        await check(`sum ${rows}x${cols}`, 'float32', (b, s) => b.reduce('sum', s(x), 'float32', rows, cols), {
+          rtol: 1e-5,
+          atol: 2e-5 * Math.sqrt(n),
+        });
         for (const op of ['max', 'min'] as const) {
           await check(`${op} ${rows}x${cols}`, 'float32', (b, s) => b.reduce(op, s(x), 'float32', rows, cols), EXACT);
         }
@@ -417,10 +462,15 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       for (const [rows, cols] of [...SHAPES.slice(0, 5), [2, 2500]] as [number, number][]) {
         const x = random(rows * cols, 16 + cols, 'float32', -1, 1);
         for (const reverse of [false, true]) {
-          await check(`cumsum ${rows}x${cols} ${reverse ? 'reverse' : ''}`, 'float32', (b, s) => b.cumsum(s(x), 'float32', rows, cols, reverse), {
-            rtol: 1e-5,
-            atol: 1e-5 * Math.sqrt(cols),
-          });
+          await check(
+            `cumsum ${rows}x${cols} ${reverse ? 'reverse' : ''}`,
+            'float32',
+            (b, s) => b.cumsum(s(x), 'float32', rows, cols, reverse),
+            {
+              rtol: 1e-5,
+              atol: 1e-5 * Math.sqrt(cols),
+            },
+          );
         }
       }
       const xi = upload(randomValues(2 * 1500, 17, -100, 100), 'int32');
@@ -431,18 +481,33 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       for (const [rows, cols] of SHAPES.slice(0, 5)) {
         const x = random(rows * cols, 18 + rows, 'float32', -20, 20);
         for (const log of [false, true]) {
-          await check(`${log ? 'log' : ''}softmax ${rows}x${cols}`, 'float32', (b, s) => b.softmax(s(x), 'float32', rows, cols, log), { rtol: 1e-5, atol: 1e-6 });
+          await check(`${log ? 'log' : ''}softmax ${rows}x${cols}`, 'float32', (b, s) => b.softmax(s(x), 'float32', rows, cols, log), {
+            rtol: 1e-5,
+            atol: 1e-6,
+          });
         }
       }
       const masked = upload([1, -Infinity, 2, -Infinity, 0.5, 3, -Infinity, -Infinity]);
       await check('softmax masked', 'float32', (b, s) => b.softmax(s(masked), 'float32', 2, 4, false), { rtol: 1e-6, atol: 1e-7 });
       await check('logSoftmax masked', 'float32', (b, s) => b.softmax(s(masked), 'float32', 2, 4, true), { rtol: 1e-6, atol: 1e-6 });
+      // A row with a NaN, or of all −∞, is all NaN (as on the CPU and in PyTorch).
+      const bad = upload([1, Number.NaN, 2, -Infinity, -Infinity, -Infinity]);
+      for (const log of [false, true]) {
+        await check(`softmax NaN rows ${log}`, 'float32', (b, s) => b.softmax(s(bad), 'float32', 2, 3, log), EXACT);
+      }
     });
   });
 
   describe('matmul', () => {
     /** (batch, M, K) @ (batch, K, N) with each operand laid out as asked. */
-    async function product(batch: number, M: number, K: number, N: number, layout: { aT?: boolean; bT?: boolean; bShared?: boolean }, dtype: DType = 'float32') {
+    async function product(
+      batch: number,
+      M: number,
+      K: number,
+      N: number,
+      layout: { aT?: boolean; bT?: boolean; bShared?: boolean },
+      dtype: DType = 'float32',
+    ) {
       const a = random(batch * M * K, M * 31 + K, dtype);
       const b = random((layout.bShared ? 1 : batch) * K * N, N * 17 + K, dtype);
       // A transposed: stored as (batch, K, M); B transposed: stored as (K, N)ᵀ = (N, K).
@@ -452,7 +517,12 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
       const va = view(a, [batch, M, K], aStrides);
       const vb = view(b, [batch, K, N], bStrides);
       const tol = dtype === 'float16' ? { rtol: 2e-3, atol: 2e-3 * Math.sqrt(K) } : { rtol: 1e-5, atol: 2e-6 * Math.sqrt(K) };
-      await check(`matmul ${batch}x${M}x${K}x${N} ${JSON.stringify(layout)} ${dtype}`, dtype, (be, s) => be.matmul(s(va), s(vb)), dtype === 'int32' ? EXACT : tol);
+      await check(
+        `matmul ${batch}x${M}x${K}x${N} ${JSON.stringify(layout)} ${dtype}`,
+        dtype,
+        (be, s) => be.matmul(s(va), s(vb)),
+        dtype === 'int32' ? EXACT : tol,
+      );
     }
 
     it('multiplies tiny, odd and multi-tile shapes', async () => {
@@ -506,8 +576,14 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
         targetValues[rows - 1] = -100;
         const t = upload(targetValues, 'int32');
         const g = random(rows, 23, 'float32', 0.5, 2);
-        await check(`crossEntropy ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropy(s(x), s(t), rows, cols, -100), { rtol: 1e-5, atol: 1e-6 });
-        await check(`crossEntropyGrad ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropyGrad(s(x), s(t), s(g), rows, cols, -100), { rtol: 1e-5, atol: 1e-7 });
+        await check(`crossEntropy ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropy(s(x), s(t), rows, cols, -100), {
+          rtol: 1e-5,
+          atol: 1e-6,
+        });
+        await check(`crossEntropyGrad ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropyGrad(s(x), s(t), s(g), rows, cols, -100), {
+          rtol: 1e-5,
+          atol: 1e-7,
+        });
       }
     });
 
@@ -532,7 +608,10 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
         const ids = upload(randomValues(n, n + vocab, 0, vocab).map(Math.floor), 'int32');
         const grad = random(n * dim, dim);
         await check(`gatherRows ${n}/${vocab}/${dim}`, 'float32', (b, s) => b.gatherRows(s(w), s(ids), n, vocab, dim), EXACT);
-        await check(`scatterAddRows ${n}/${vocab}/${dim}`, 'float32', (b, s) => b.scatterAddRows(s(grad), s(ids), n, vocab, dim), { rtol: 1e-6, atol: 1e-6 });
+        await check(`scatterAddRows ${n}/${vocab}/${dim}`, 'float32', (b, s) => b.scatterAddRows(s(grad), s(ids), n, vocab, dim), {
+          rtol: 1e-6,
+          atol: 1e-6,
+        });
       }
     });
 
@@ -573,13 +652,21 @@ describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
         const bias = random(channels, channels);
         const gy = random(size, size + 1);
         const label = `${batch}x${channels}x${len} K=${K}`;
-        await check(`conv1d ${label}`, 'float32', (b, s) => b.conv1d(s(x), s(w), s(bias), batch, channels, len, K), { rtol: 1e-5, atol: 1e-6 });
+        await check(`conv1d ${label}`, 'float32', (b, s) => b.conv1d(s(x), s(w), s(bias), batch, channels, len, K), {
+          rtol: 1e-5,
+          atol: 1e-6,
+        });
         for (const part of ['gx', 'gw'] as const) {
-          await check(`conv1dGrad ${part} ${label}`, 'float32', (b, s) => {
-            const grads = b.conv1dGrad(s(gy), s(x), s(w), batch, channels, len, K);
-            b.free(part === 'gx' ? grads.gw : grads.gx);
-            return grads[part];
-          }, { rtol: 1e-5, atol: 1e-5 });
+          await check(
+            `conv1dGrad ${part} ${label}`,
+            'float32',
+            (b, s) => {
+              const grads = b.conv1dGrad(s(gy), s(x), s(w), batch, channels, len, K);
+              b.free(part === 'gx' ? grads.gw : grads.gx);
+              return grads[part];
+            },
+            { rtol: 1e-5, atol: 1e-5 },
+          );
         }
       }
     });

@@ -4,8 +4,9 @@
  * seeded random inputs shaped like Mamba's (A = −exp(randn) < 0, Δ = softplus(randn) > 0).
  *
  * The sizes cover one step, a chunk's worth and less, several chunks with a partial last one (1000,
- * 4097), N = 1, 16 and 64, tiles cut short by dim, several tiles per batch, and more rows than
- * 65535 and more tiles than one grid dimension holds.
+ * 4097), N = 1, 7, 16 and 64 (several state groups), tiles cut short by dim, several tiles per batch,
+ * and more rows than 65535. (More than 65535 *workgroups* would take 16·65535 rows here, a minute on
+ * lavapipe; the executor's folding of large grids is tested in webgpu-backend.test.ts.)
  *
  * Errors are measured per output as max |gpu − cpu| / max |cpu|: the GPU works in f32 and sums in a
  * different order (a tree over segments, then over tiles), so a single near-zero element may differ
@@ -61,7 +62,13 @@ function uploadInputs(b: Backend, x: Data): { inputs: ScanInputs; dy: BufferHand
   const up = (a: Float32Array) => b.upload(a, 'float32');
   const inputs = { u: up(x.u), delta: up(x.delta), A: up(x.A), B: up(x.B), C: up(x.C) };
   const dy = up(x.dy);
-  return { inputs, dy, free: () => [...Object.values(inputs), dy].forEach((h) => b.free(h)) };
+  return {
+    inputs,
+    dy,
+    free: () => {
+      for (const h of [...Object.values(inputs), dy]) b.free(h);
+    },
+  };
 }
 
 /** Reads a result and frees it. */
@@ -143,7 +150,7 @@ describe.skipIf(!gpu && !inCI)('WebGPU selective scan vs the CPU definition', ()
     { batch: 1, dim: 5, len: 128, N: 64 },
     { batch: 2, dim: 17, len: 1000, N: 16 },
     { batch: 1, dim: 2, len: 4097, N: 16 },
-    { batch: 3, dim: 40, len: 65, N: 4 },
+    { batch: 3, dim: 40, len: 65, N: 16 },
     { batch: 1, dim: 3, len: 200, N: 7 },
   ])('forward and all five gradients at %o', async (sizes) => {
     await compare(sizes, 17);
@@ -165,8 +172,7 @@ describe.skipIf(!gpu && !inCI)('WebGPU selective scan vs the CPU definition', ()
     free();
   });
 
-  it('handles more rows than 65535 (dim 65537) and more workgroups than 65535 (1,048,577 rows)', async () => {
+  it('handles more rows than 65535', async () => {
     await compare({ batch: 1, dim: 65537, len: 2, N: 1 }, 31);
-    await compare({ batch: 1, dim: 16 * 65535 + 1, len: 1, N: 1 }, 37);
   });
 });

@@ -155,7 +155,8 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
     return { path, trainer, model: await loadModel(path), moments };
   } catch (error) {
     for (const t of moments.values()) t.dispose();
-    throw fail(describe(error));
+    const reason = describe(error);
+    throw fail(reason.charAt(0).toLowerCase() + reason.slice(1));
   }
 }
 

@@ -118,6 +118,8 @@ export async function chooseBackend(requested: 'cpu' | 'webgpu' | undefined): Pr
     const gpu = (await setBackend('webgpu')) as WebGpuBackend;
     return { name: 'webgpu', reason: gpu.adapterDescription() };
   } catch (error) {
-    throw new UsageError(`The WebGPU backend is unavailable: ${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')}.`);
+    throw new UsageError(
+      `The WebGPU backend is unavailable: ${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')}.`,
+    );
   }
 }

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { decode, encode } from 'gpt-tokenizer/encoding/r50k_base';
 import { loadModel } from '../models/saved-model.js';
 import { findCheckpoint } from './checkpoint.js';
-import { chooseBackend, choiceFlag, describeParseError, integerFlag, numberFlag, runCli, UsageError } from './cli-support.js';
+import { choiceFlag, chooseBackend, describeParseError, integerFlag, numberFlag, runCli, UsageError } from './cli-support.js';
 import { generateTokens } from './generate.js';
 
 /** GPT-2's end-of-text token: the start of a document, used when the prompt is empty. */

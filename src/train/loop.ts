@@ -73,7 +73,9 @@ export interface TrainResult {
 /** The optimizer the config asks for, over the model's named parameters. */
 export function createOptimizer(config: TrainConfig, model: LanguageModel): Adam {
   const params = model.namedParameters();
-  return config.optimizer === 'adamw' ? new AdamW(params, { lr: config.lr, weightDecay: config.weightDecay }) : new Adam(params, { lr: config.lr });
+  return config.optimizer === 'adamw'
+    ? new AdamW(params, { lr: config.lr, weightDecay: config.weightDecay })
+    : new Adam(params, { lr: config.lr });
 }
 
 /** Trains `model` as `config` says; see the module comment. */

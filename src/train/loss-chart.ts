@@ -2,7 +2,7 @@
  * The run's loss curve, `loss.png`: training loss (the logged means) and held-out loss against the
  * optimizer step, drawn from the run log's entries.
  */
-import { writeLineChart, type Series } from './plot/plot.js';
+import { type Series, writeLineChart } from './plot/plot.js';
 import type { LogEntry } from './run-log.js';
 
 /** Writes the chart of `entries` to `path` (atomically); `title` names the run. */

@@ -78,12 +78,13 @@ export class ProgressBar {
     }
     if (!fresh && now - this.lastDraw < 100) return;
     this.lastDraw = now;
-    const width = 20;
-    const done = Math.min(width, Math.round((width * info.step) / Math.max(1, info.total)));
-    const percent = ((100 * info.step) / Math.max(1, info.total)).toFixed(1).padStart(5);
     const [head, ...rest] = ProgressBar.describe(info).split(' | ');
-    let line = `${head} [${'█'.repeat(done)}${'░'.repeat(width - done)}] ${percent}% │ ${rest.join(' │ ')}`;
+    const tail = `${((100 * info.step) / Math.max(1, info.total)).toFixed(1).padStart(5)}% │ ${rest.join(' │ ')}`;
     const columns = this.stream.columns ?? 120;
+    // The bar takes what room the text leaves on the line, between 10 and 30 cells.
+    const width = Math.max(10, Math.min(30, columns - 1 - (head as string).length - tail.length - 4));
+    const done = Math.min(width, Math.round((width * info.step) / Math.max(1, info.total)));
+    let line = `${head} [${'█'.repeat(done)}${'░'.repeat(width - done)}] ${tail}`;
     if (line.length > columns - 1) line = line.slice(0, columns - 1);
     this.stream.write(`\r\x1b[2K${line}`);
     this.drawn = true;

@@ -6,7 +6,7 @@
  *     {"kind":"train","step":10,"epoch":0,"loss":9.81,"lr":3e-5,"gradNorm":1.9,"tokensPerSec":5230,"elapsedSec":7.8}
  *     {"kind":"eval","split":"valid","step":597,"epoch":1,"loss":5.62,"perplexity":276.3,"tokens":217600,"elapsedSec":480}
  */
-import { existsSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** A training line: `loss` and `gradNorm` are means over the steps since the previous line. */
 export interface TrainEntry {

@@ -35,7 +35,13 @@ export interface StepOptions {
 }
 
 /** Runs one step on `batches` (the micro-batches, each (batchSize, seqLen) ids and targets). */
-export function trainStep(model: LanguageModel, optimizer: Adam, batches: readonly TokenBatch[], options: StepOptions, stats: StepStats): void {
+export function trainStep(
+  model: LanguageModel,
+  optimizer: Adam,
+  batches: readonly TokenBatch[],
+  options: StepOptions,
+  stats: StepStats,
+): void {
   const { batchSize, seqLen, clipNorm } = options;
   const k = batches.length;
   tidy(() => {

@@ -8,16 +8,7 @@ import { parseArgs } from 'node:util';
 import { createModel, type PresetName, presets } from '../models/presets.js';
 import { manualSeed } from '../tensor/random.js';
 import { type Checkpoint, findCheckpoint, loadCheckpoint } from './checkpoint.js';
-import {
-  chooseBackend,
-  choiceFlag,
-  describeParseError,
-  durationFlag,
-  integerFlag,
-  numberFlag,
-  runCli,
-  UsageError,
-} from './cli-support.js';
+import { choiceFlag, chooseBackend, describeParseError, durationFlag, integerFlag, numberFlag, runCli, UsageError } from './cli-support.js';
 import { DEFAULTS, plannedSteps, type TrainConfig } from './config.js';
 import { TokenBatcher } from './data/batches.js';
 import { loadSplitTokens, WIKITEXT2_DIR } from './data/wikitext.js';
@@ -41,7 +32,7 @@ const GPT2_VOCAB = 50257;
  * A quick run for the CPU backend, which is ~1000× slower than a GPU: the seed recipe (1,791 steps of
  * 4,096 tokens) would take days there. These apply to flags not given on the command line.
  */
-const CPU_QUICK = { 'batch-size': '8', 'seq-len': '64', 'max-steps': '40', 'eval-tokens': '4096' } as const;
+const CPU_QUICK = { 'batch-size': '8', 'seq-len': '64', 'max-steps': '12', 'eval-tokens': '2048' } as const;
 
 const HELP = `Train a language model on WikiText-2 (GPT-2 tokenizer).
 
@@ -83,7 +74,7 @@ Run length, output and resuming
   -h, --help             show this help
 
 On the CPU backend, flags not given default to a quick demonstration run instead of the seed
-recipe (which needs days there): --batch-size 8 --seq-len 64 --max-steps 40 --eval-tokens 4096.
+recipe (which needs days there): --batch-size 8 --seq-len 64 --max-steps 12 --eval-tokens 2048.
 
 Ctrl-C stops at the end of the current step and saves a checkpoint (a second Ctrl-C quits at once;
 the previous checkpoint stays intact). Exit codes: 0 done, 1 failed, 2 bad input, 130 interrupted.`;
@@ -205,7 +196,9 @@ async function main(): Promise<number> {
       const given = (asGiven as Record<string, unknown>)[key];
       if (given !== saved[key]) {
         checkpoint.model.dispose();
-        throw new UsageError(`--${name} ${value} differs from the checkpoint's ${String(saved[key])}; resume with the run's own settings or start a new --out.`);
+        throw new UsageError(
+          `--${name} ${value} differs from the checkpoint's ${String(saved[key])}; resume with the run's own settings or start a new --out.`,
+        );
       }
     }
     config = {
@@ -228,7 +221,8 @@ async function main(): Promise<number> {
     config = { ...chosen, arch, warmupSteps: chosen.warmupSteps ?? 0 };
     if (backend.name === 'cpu') {
       const applied = Object.entries(CPU_QUICK).filter(([name]) => flags[name as keyof Flags] === undefined);
-      if (applied.length > 0) console.log(`CPU quick-run defaults: ${applied.map(([n, v]) => `--${n} ${v}`).join(' ')} (give a flag to override)`);
+      if (applied.length > 0)
+        console.log(`CPU quick-run defaults: ${applied.map(([n, v]) => `--${n} ${v}`).join(' ')} (give a flag to override)`);
     }
   }
 
@@ -243,13 +237,16 @@ async function main(): Promise<number> {
   const data = loadData();
   let batchesPerEpoch: number;
   try {
-    batchesPerEpoch = new TokenBatcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, seed: config.seed }).batchesPerEpoch;
+    batchesPerEpoch = new TokenBatcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, seed: config.seed })
+      .batchesPerEpoch;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
   const total = plannedSteps(config, batchesPerEpoch);
   if (total === 0) {
-    throw new UsageError(`--grad-accum ${config.gradAccum} is more than the ${batchesPerEpoch * config.epochs} batches of the run, so it has no step.`);
+    throw new UsageError(
+      `--grad-accum ${config.gradAccum} is more than the ${batchesPerEpoch * config.epochs} batches of the run, so it has no step.`,
+    );
   }
   if (!resumed) {
     // The CLI's warm-up default: 100 steps, but never more than a tenth of a short run.
@@ -266,10 +263,14 @@ async function main(): Promise<number> {
   );
 
   const result = await train({ config, model, data, runDir, resume, timeLimitSec, signal: interruptSignal(), out: terminalStdout() });
-  const evals = [result.valid && `valid loss ${result.valid.loss.toFixed(4)} (perplexity ${result.valid.perplexity.toFixed(2)})`,
-    result.test && `test loss ${result.test.loss.toFixed(4)} (perplexity ${result.test.perplexity.toFixed(2)})`].filter(Boolean);
+  const evals = [
+    result.valid && `valid loss ${result.valid.loss.toFixed(4)} (perplexity ${result.valid.perplexity.toFixed(2)})`,
+    result.test && `test loss ${result.test.loss.toFixed(4)} (perplexity ${result.test.perplexity.toFixed(2)})`,
+  ].filter(Boolean);
   const how = { finished: 'finished', 'time-limit': 'stopped at the time limit', interrupted: 'interrupted' }[result.stopReason];
-  console.log(`${how} at step ${result.step}${evals.length > 0 ? `: ${evals.join(', ')}` : ''}; ${Math.round(result.tokensPerSec).toLocaleString('en-US')} tokens/s`);
+  console.log(
+    `${how} at step ${result.step}${evals.length > 0 ? `: ${evals.join(', ')}` : ''}; ${Math.round(result.tokensPerSec).toLocaleString('en-US')} tokens/s`,
+  );
   console.log(`checkpoint ${result.checkpoint}; log ${runDir}/log.jsonl; plot ${runDir}/loss.png`);
   if (result.stopReason === 'interrupted') console.log(`continue with: npm run train -- --out ${runDir} --resume`);
   console.log(`generate with: npm run generate -- --checkpoint ${runDir} --prompt "The"`);

@@ -19,6 +19,8 @@ import { BufferUsage } from './device.js';
 
 /** A pooled GPU buffer and the bookkeeping the executor keeps on it. */
 export interface PooledBuffer {
+  /** Unique among the process's pooled buffers: a number, so that several form one string key (bind groups). */
+  readonly id: number;
   readonly buffer: GPUBuffer;
   /** Its size class in bytes; requests up to this size can use it. */
   readonly capacity: number;
@@ -35,13 +37,17 @@ export function sizeClass(bytes: number): number {
 }
 
 export interface PoolOptions {
-  /** Largest buffer a kernel may bind (the device's maxStorageBufferBindingSize). */
+  /** Largest buffer a kernel may bind (the device's maxStorageBufferBindingSize, at most 2 GiB). */
   readonly maxBytes: number;
   /** Idle bytes kept for reuse before freed buffers are destroyed instead. */
   readonly maxIdleBytes: number;
   /** The batch the executor is currently encoding, to know which buffers it still refers to. */
   readonly openBatch: () => number;
+  /** Told about every buffer before it is destroyed (the executor drops bind groups that use it). */
+  readonly onDestroy?: (b: PooledBuffer) => void;
 }
+
+let nextId = 0;
 
 export class BufferPool {
   private readonly idle = new Map<number, PooledBuffer[]>();
@@ -63,7 +69,7 @@ export class BufferPool {
     if (bytes > maxBytes) {
       throw new Error(
         `${op}: needs a buffer of ${bytes} bytes (${(bytes / 2 ** 20).toFixed(1)} MiB), more than this GPU ` +
-          `can bind to a kernel (maxStorageBufferBindingSize = ${maxBytes} bytes); split the tensor or use the CPU backend.`,
+          `can bind to a kernel (${maxBytes} bytes: the smaller of maxStorageBufferBindingSize and 2 GiB); split the tensor or use the CPU backend.`,
       );
     }
     // The class may not exceed the limit even when the request fits it.
@@ -75,7 +81,7 @@ export class BufferPool {
     }
     this.allocatedBytes += capacity;
     const buffer = this.device.createBuffer({ size: capacity, usage: this.usage, label: `${this.label} ${op}` });
-    return { buffer, capacity, lastBatch: -1 };
+    return { id: nextId++, buffer, capacity, lastBatch: -1 };
   }
 
   /** Takes a buffer back: into the pool, or to be destroyed when the pool is full. */
@@ -113,6 +119,7 @@ export class BufferPool {
 
   private destroy(b: PooledBuffer): void {
     this.allocatedBytes -= b.capacity;
+    this.options.onDestroy?.(b);
     // Submitted work may still use it; WebGPU defers the real release until that work is done.
     if (b.lastBatch === this.options.openBatch()) this.doomed.push(b);
     else b.buffer.destroy();

@@ -16,12 +16,13 @@
  * dtypes: float32 and int32 everywhere; float16 as storage when the GPU has `shader-f16` (and refused
  * with a clear error when it has not); float64 is refused (WGSL has no f64).
  */
-import { BYTES_PER_ELEMENT, type DType, type TypedArray, toTypedArray } from '../../tensor/dtype.js';
+
 import { Float16Array } from '@petamoriken/float16';
+import { BYTES_PER_ELEMENT, type DType, type TypedArray, toTypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, sizeOf } from '../../tensor/shape.js';
 import type { Backend, BinaryOp, BufferHandle, RandomDist, ReduceOp, ScanInputs, ScanSizes, UnaryOp, View } from '../backend.js';
 import { registerBackend } from '../registry.js';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool, type PooledBuffer } from './buffer-pool.js';
 import { BufferUsage, GpuDevice } from './device.js';
 import { Executor } from './executor.js';
 import { GpuBuffer, gpuBufferOf, type LiveBuffer } from './handle.js';
@@ -34,7 +35,7 @@ import { runFill } from './kernels/fill.js';
 import { runMatmul } from './kernels/matmul.js';
 import { runRandom } from './kernels/random.js';
 import { runReduce } from './kernels/reduce.js';
-import { chunkStatesSize, runSelectiveScan, scanBuffers } from './kernels/selective-scan.js';
+import { chunkStatesSize, runSelectiveScan, scanBuffers, scanDevice } from './kernels/selective-scan.js';
 import { runSelectiveScanGrad } from './kernels/selective-scan-grad.js';
 import { runSoftmax } from './kernels/softmax.js';
 import { storageType } from './wgsl.js';
@@ -59,12 +60,16 @@ export class WebGpuBackend implements Backend {
   private live = 0;
 
   private constructor(private readonly gpu: GpuDevice) {
+    // The pools and the executor refer to each other; these run only after all three exist.
     const openBatch = () => this.exec.batch;
-    const maxBytes = gpu.limits.maxStorageBufferBindingSize;
-    this.pool = new BufferPool(gpu.device, { maxBytes, maxIdleBytes: MAX_IDLE_BYTES, openBatch });
+    const onDestroy = (b: PooledBuffer) => this.exec.forget(b);
+    // Kernels index with 32-bit integers (strided offsets signed): 2 GiB keeps every element index,
+    // even a float16 one, below 2³¹.
+    const maxBytes = Math.min(gpu.limits.maxStorageBufferBindingSize, 2 ** 31);
+    this.pool = new BufferPool(gpu.device, { maxBytes, maxIdleBytes: MAX_IDLE_BYTES, openBatch, onDestroy });
     const staging = new BufferPool(
       gpu.device,
-      { maxBytes, maxIdleBytes: MAX_IDLE_STAGING_BYTES, openBatch },
+      { maxBytes, maxIdleBytes: MAX_IDLE_STAGING_BYTES, openBatch, onDestroy },
       BufferUsage.MAP_READ | BufferUsage.COPY_DST,
       'read-back',
     );
@@ -309,7 +314,7 @@ export class WebGpuBackend implements Backend {
     // The chunk states are the backward's, so always f32 (see kernels/selective-scan.ts).
     const saved = save ? this.alloc(op, chunkStatesSize(sizes), 'float32') : null;
     const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
-    runSelectiveScan(this.exec, buffers, dtype, sizes, this.gpu.limits.maxComputeWorkgroupStorageSize, out);
+    runSelectiveScan(this.exec, buffers, dtype, sizes, scanDevice(this.gpu), out);
     return saved ? { y, lastState, saved } : { y, lastState };
   }
 
@@ -332,7 +337,7 @@ export class WebGpuBackend implements Backend {
       dC: this.alloc(op, batch * N * len, dtype),
     };
     const grads = { du: out.du.pooled, ddelta: out.ddelta.pooled, dA: out.dA.pooled, dB: out.dB.pooled, dC: out.dC.pooled };
-    runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, this.gpu.limits.maxComputeWorkgroupStorageSize, states, grads);
+    runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, scanDevice(this.gpu), states, grads);
     return out;
   }
 
@@ -365,7 +370,6 @@ export class WebGpuBackend implements Backend {
     runElementwise(this.exec, op, expr, shape, inputs, target, false);
     return out;
   }
-
 }
 
 registerBackend('webgpu', () => WebGpuBackend.create());

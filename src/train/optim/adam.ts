@@ -100,7 +100,14 @@ export class Adam {
         const g = param.grad;
         if (!g) continue;
         m.assign(m.add(g.sub(m).mul(1 - b1)));
-        v.assign(v.add(g.square().sub(v).mul(1 - b2)));
+        v.assign(
+          v.add(
+            g
+              .square()
+              .sub(v)
+              .mul(1 - b2),
+          ),
+        );
         if (lr === 0) continue; // the moments still learn; the weights do not move (and 1/s would be ∞)
         const update = m.div(v.sqrt().mul(sqrtScale).add(epsScaled));
         const rate = this.decayRate(name, param);

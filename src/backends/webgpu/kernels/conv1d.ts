@@ -50,7 +50,10 @@ const ELEMENT = `  let e = (${LINEAR_WORKGROUP}) * ${WORKGROUP}u + lid;
 
 function forwardKernel(x: DType, w: DType, bias: DType): Kernel<Field> {
   const key = `conv1d ${x},${w},${bias}`;
-  return cached(key, ['read', 'read', 'read', 'write'], () => `${enables([x, w, bias])}// ${key}: CPU twin \`conv1d\` in cpu/conv1d.ts.
+  return cached(
+    key,
+    ['read', 'read', 'read', 'write'],
+    () => `${enables([x, w, bias])}// ${key}: CPU twin \`conv1d\` in cpu/conv1d.ts.
 ${params.wgsl(4)}
 ${storageBinding(0, 'x', 'read', x)}
 ${storageBinding(1, 'w', 'read', w)}
@@ -67,12 +70,16 @@ ${ELEMENT}
   }
   ${store('y', 'e', 's', x)}
 }
-`);
+`,
+  );
 }
 
 function inputGradKernel(gy: DType, w: DType, gx: DType): Kernel<Field> {
   const key = `conv1dGrad x ${gy},${w}->${gx}`;
-  return cached(key, ['read', 'read', 'write'], () => `${enables([gy, w, gx])}// ${key}: CPU twin \`conv1dGrad\` in cpu/conv1d.ts.
+  return cached(
+    key,
+    ['read', 'read', 'write'],
+    () => `${enables([gy, w, gx])}// ${key}: CPU twin \`conv1dGrad\` in cpu/conv1d.ts.
 ${params.wgsl(3)}
 ${storageBinding(0, 'gy', 'read', gy)}
 ${storageBinding(1, 'w', 'read', w)}
@@ -88,12 +95,16 @@ ${ELEMENT}
   }
   ${store('gx', 'e', 's', gx)}
 }
-`);
+`,
+  );
 }
 
 function weightGradKernel(gy: DType, x: DType, gw: DType): Kernel<Field> {
   const key = `conv1dGrad w ${gy},${x}->${gw}`;
-  return cached(key, ['read', 'read', 'write'], () => `${enables([gy, x, gw])}// ${key}: CPU twin \`conv1dGrad\` in cpu/conv1d.ts.
+  return cached(
+    key,
+    ['read', 'read', 'write'],
+    () => `${enables([gy, x, gw])}// ${key}: CPU twin \`conv1dGrad\` in cpu/conv1d.ts.
 ${params.wgsl(3)}
 ${storageBinding(0, 'gy', 'read', gy)}
 ${storageBinding(1, 'x', 'read', x)}
@@ -125,17 +136,41 @@ fn main(${GRID_BUILTINS}) {
   }
   if (lid == 0u) { ${store('gw', 'tap', 'partial[0]', gw)} }
 }
-`);
+`,
+  );
 }
 
-export function runConv1d(exec: Executor, [x, w, bias]: readonly [LiveBuffer, LiveBuffer, LiveBuffer], sizes: ConvSizes, out: PooledBuffer): void {
+export function runConv1d(
+  exec: Executor,
+  [x, w, bias]: readonly [LiveBuffer, LiveBuffer, LiveBuffer],
+  sizes: ConvSizes,
+  out: PooledBuffer,
+): void {
   const kernel = forwardKernel(x.dtype, w.dtype, bias.dtype);
   const n = sizes.batch * sizes.channels * sizes.len;
   exec.dispatch('conv1d', kernel, [x.pooled, w.pooled, bias.pooled, out], sizes, Math.ceil(n / WORKGROUP));
 }
 
-export function runConv1dGrad(exec: Executor, [gy, x, w]: readonly [LiveBuffer, LiveBuffer, LiveBuffer], sizes: ConvSizes, gx: LiveBuffer, gw: LiveBuffer): void {
+export function runConv1dGrad(
+  exec: Executor,
+  [gy, x, w]: readonly [LiveBuffer, LiveBuffer, LiveBuffer],
+  sizes: ConvSizes,
+  gx: LiveBuffer,
+  gw: LiveBuffer,
+): void {
   const n = sizes.batch * sizes.channels * sizes.len;
-  exec.dispatch('conv1dGrad', inputGradKernel(gy.dtype, w.dtype, gx.dtype), [gy.pooled, w.pooled, gx.pooled], sizes, Math.ceil(n / WORKGROUP));
-  exec.dispatch('conv1dGrad', weightGradKernel(gy.dtype, x.dtype, gw.dtype), [gy.pooled, x.pooled, gw.pooled], sizes, sizes.channels * sizes.K);
+  exec.dispatch(
+    'conv1dGrad',
+    inputGradKernel(gy.dtype, w.dtype, gx.dtype),
+    [gy.pooled, w.pooled, gx.pooled],
+    sizes,
+    Math.ceil(n / WORKGROUP),
+  );
+  exec.dispatch(
+    'conv1dGrad',
+    weightGradKernel(gy.dtype, x.dtype, gw.dtype),
+    [gy.pooled, x.pooled, gw.pooled],
+    sizes,
+    sizes.channels * sizes.K,
+  );
 }

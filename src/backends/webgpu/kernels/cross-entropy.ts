@@ -85,7 +85,7 @@ ${PROLOGUE}
   let g = select(params.nan, ${load('gradLoss', 'row', gradDtype)}, valid);
   for (var j = lid; j < params.cols; j += ${ROW_WORKGROUP}u) {
     let p = exp(${load('x', 'base + j', dtype)} - lse);
-    ${store('dx', 'base + j', "select(p * g - select(0.0, g, i32(j) == label), 0.0, ignored)", dtype)}
+    ${store('dx', 'base + j', 'select(p * g - select(0.0, g, i32(j) == label), 0.0, ignored)', dtype)}
   }
 }
 `;

@@ -89,7 +89,15 @@ fn main(${GRID_BUILTINS}) {
   return kernel;
 }
 
-export function runCumsum(exec: Executor, x: PooledBuffer, dtype: DType, rows: number, cols: number, reverse: boolean, out: PooledBuffer): void {
+export function runCumsum(
+  exec: Executor,
+  x: PooledBuffer,
+  dtype: DType,
+  rows: number,
+  cols: number,
+  reverse: boolean,
+  out: PooledBuffer,
+): void {
   if (cols === 0) return;
   exec.dispatch('cumsum', cumsumKernel(dtype, reverse), [x, out], { rows, cols }, rows);
 }

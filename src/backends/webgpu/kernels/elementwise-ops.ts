@@ -46,9 +46,7 @@ const I32_UNARY: Partial<Record<UnaryOp, Expr1>> = {
 // does), while JS's a !== b is true.
 const compare = (op: string, t: ComputeType): Expr2 => {
   const [zero, one] = t === 'f32' ? ['0.0', '1.0'] : ['0', '1'];
-  return op === '!='
-    ? (a, b) => `select(${zero}, ${one}, !(${a} == ${b}))`
-    : (a, b) => `select(${zero}, ${one}, ${a} ${op} ${b})`;
+  return op === '!=' ? (a, b) => `select(${zero}, ${one}, !(${a} == ${b}))` : (a, b) => `select(${zero}, ${one}, ${a} ${op} ${b})`;
 };
 
 const binaryTable = (t: ComputeType): Record<BinaryOp, Expr2> => ({

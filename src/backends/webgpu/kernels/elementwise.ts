@@ -17,8 +17,9 @@
  * shape thus become rank 1, which keeps the index arithmetic (a division per axis) and the number of
  * distinct pipelines small.
  */
-import type { BinaryOp, UnaryOp } from '../../backend.js';
+
 import type { DType } from '../../../tensor/dtype.js';
+import type { BinaryOp, UnaryOp } from '../../backend.js';
 import type { PooledBuffer } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct, type ParamType } from '../params.js';
@@ -60,15 +61,18 @@ export function coalesce(shape: readonly number[], layouts: readonly (readonly n
       });
     } else {
       outShape.push(size);
-      layouts.forEach((s, j) => (outStrides[j] as number[]).push(s[k] as number));
+      layouts.forEach((s, j) => {
+        (outStrides[j] as number[]).push(s[k] as number);
+      });
     }
   }
   return { shape: outShape, strides: outStrides };
 }
 
 /**
- * Runs `expr` over `inputs` (all of `shape`) into `output`. A fresh output is contiguous from 0
- * (`strides` null); assign passes the destination view's layout instead.
+ * Runs `expr` over `inputs` (all of `shape`) into `output`. A fresh output is written contiguously
+ * from element 0 (`outputIsView` false: its layout is ignored); assign writes through the destination
+ * view's strides and offset instead (`outputIsView` true).
  */
 export function runElementwise(
   exec: Executor,
@@ -82,9 +86,18 @@ export function runElementwise(
   const size = shape.reduce((n, d) => n * d, 1);
   if (size === 0) return;
   const views = outputIsView ? [...inputs, output] : inputs;
-  const layout = coalesce(shape, views.map((v) => v.strides));
+  const layout = coalesce(
+    shape,
+    views.map((v) => v.strides),
+  );
   const rank = layout.shape.length;
-  const kernel = elementwiseKernel(expr, inputs.map((x) => x.dtype), output.dtype, rank, outputIsView);
+  const kernel = elementwiseKernel(
+    expr,
+    inputs.map((x) => x.dtype),
+    output.dtype,
+    rank,
+    outputIsView,
+  );
 
   const values: Record<string, number> = { size };
   layout.shape.forEach((d, k) => {

@@ -135,7 +135,16 @@ fn main(${GRID_BUILTINS}) {
 `,
   }));
 
-export function runGatherRows(exec: Executor, weight: PooledBuffer, dtype: DType, ids: PooledBuffer, n: number, vocab: number, dim: number, out: PooledBuffer): void {
+export function runGatherRows(
+  exec: Executor,
+  weight: PooledBuffer,
+  dtype: DType,
+  ids: PooledBuffer,
+  n: number,
+  vocab: number,
+  dim: number,
+  out: PooledBuffer,
+): void {
   exec.dispatch('gatherRows', gatherKernel(dtype), [weight, ids, out], { n, vocab, dim }, Math.ceil((n * dim) / WORKGROUP));
 }
 

@@ -36,10 +36,7 @@ const BK = 16;
 /** Outputs at which 128 × 128 tiles pay off: 256 of them, two per multiprocessor of a large GPU. */
 const LARGE_TILES_FROM = 256 * 128 * 128;
 
-type Field =
-  | 'M' | 'N' | 'K' | 'batchBase'
-  | 'aOffset' | 'aBatch' | 'aRow' | 'aCol'
-  | 'bOffset' | 'bBatch' | 'bRow' | 'bCol';
+type Field = 'M' | 'N' | 'K' | 'batchBase' | 'aOffset' | 'aBatch' | 'aRow' | 'aCol' | 'bOffset' | 'bBatch' | 'bRow' | 'bCol';
 const params = new ParamStruct<Field>([
   ['M', 'u32'],
   ['N', 'u32'],
@@ -58,8 +55,7 @@ const params = new ParamStruct<Field>([
 /** Which axis of an operand's tile is contiguous: its row axis, its column axis, or neither. */
 type Layout = 'rows' | 'cols' | 'strided';
 
-const layoutOf = (rowStride: number, colStride: number): Layout =>
-  colStride === 1 ? 'cols' : rowStride === 1 ? 'rows' : 'strided';
+const layoutOf = (rowStride: number, colStride: number): Layout => (colStride === 1 ? 'cols' : rowStride === 1 ? 'rows' : 'strided');
 
 interface Config {
   readonly a: DType;
@@ -83,11 +79,21 @@ function matmulKernel(c: Config): Kernel<Field> {
 }
 
 /**
- * WGSL loading one operand tile (rows × cols, stored row-major in workgroup array `tile`) from
- * `array`, whose element (r, c) sits at base + r·rowStride + c·colStride. Flat element e of the tile
- * goes to thread e mod 256; e is split into (r, c) with the contiguous axis fastest.
+ * WGSL loading one operand tile (rows × cols, stored row-major in workgroup array `tile`, rows
+ * `cols + 1` apart) from `array`, whose element (r, c) sits at base + r·rowStride + c·colStride. Flat
+ * element e of the tile goes to thread e mod 256; e is split into (r, c) with the contiguous axis
+ * fastest. The padding column keeps neighbouring threads that store down a column (a transposed
+ * operand) in different banks of workgroup memory, instead of all in one.
  */
-function tileLoad(tile: string, array: string, dtype: DType, rows: number, cols: number, layout: Layout, p: { base: string; row0: string; col0: string; rowLimit: string; colLimit: string; rowStride: string; colStride: string }): string {
+function tileLoad(
+  tile: string,
+  array: string,
+  dtype: DType,
+  rows: number,
+  cols: number,
+  layout: Layout,
+  p: { base: string; row0: string; col0: string; rowLimit: string; colLimit: string; rowStride: string; colStride: string },
+): string {
   const [r, c] = layout === 'rows' ? [`e % ${rows}u`, `e / ${rows}u`] : [`e / ${cols}u`, `e % ${cols}u`];
   const rowTerm = layout === 'rows' ? 'i32(gr)' : `i32(gr) * ${p.rowStride}`;
   const colTerm = layout === 'cols' ? 'i32(gc)' : `i32(gc) * ${p.colStride}`;
@@ -100,7 +106,7 @@ function tileLoad(tile: string, array: string, dtype: DType, rows: number, cols:
       let gc = ${p.col0} + c;
       var v = ${t}(0);
       if (gr < ${p.rowLimit} && gc < ${p.colLimit}) { v = ${load(array, `u32(${p.base} + ${rowTerm} + ${colTerm})`, dtype)}; }
-      ${tile}[r * ${cols}u + c] = v;
+      ${tile}[r * ${cols + 1}u + c] = v;
     }`;
 }
 
@@ -110,10 +116,22 @@ function matmulSource(key: string, c: Config): string {
   const BN = 16 * T;
   const t = computeType(c.out);
   const loadA = tileLoad('tileA', 'a', c.a, BM, BK, c.aLayout, {
-    base: 'aBase', row0: 'm0', col0: 'k0', rowLimit: 'params.M', colLimit: 'params.K', rowStride: 'params.aRow', colStride: 'params.aCol',
+    base: 'aBase',
+    row0: 'm0',
+    col0: 'k0',
+    rowLimit: 'params.M',
+    colLimit: 'params.K',
+    rowStride: 'params.aRow',
+    colStride: 'params.aCol',
   });
   const loadB = tileLoad('tileB', 'b', c.b, BK, BN, c.bLayout, {
-    base: 'bBase', row0: 'k0', col0: 'n0', rowLimit: 'params.K', colLimit: 'params.N', rowStride: 'params.bRow', colStride: 'params.bCol',
+    base: 'bBase',
+    row0: 'k0',
+    col0: 'n0',
+    rowLimit: 'params.K',
+    colLimit: 'params.N',
+    rowStride: 'params.bRow',
+    colStride: 'params.bCol',
   });
   return `${enables([c.a, c.b, c.out])}// ${key}: CPU twin \`matmul\` in cpu/matmul.ts.
 ${params.wgsl(3)}
@@ -121,9 +139,9 @@ ${storageBinding(0, 'a', 'read', c.a)}
 ${storageBinding(1, 'b', 'read', c.b)}
 ${storageBinding(2, 'y', 'read_write', c.out)}
 
-// The current k-slab of A (${BM} × ${BK}) and of B (${BK} × ${BN}), row-major.
-var<workgroup> tileA: array<${t}, ${BM * BK}>;
-var<workgroup> tileB: array<${t}, ${BK * BN}>;
+// The current k-slab of A (${BM} × ${BK}) and of B (${BK} × ${BN}), row-major with a padding column.
+var<workgroup> tileA: array<${t}, ${BM * (BK + 1)}>;
+var<workgroup> tileB: array<${t}, ${BK * (BN + 1)}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -143,8 +161,8 @@ ${loadA}
 ${loadB}
     workgroupBarrier();
     for (var k = 0u; k < ${BK}u; k++) {
-      for (var i = 0u; i < ${T}u; i++) { av[i] = tileA[(ty + 16u * i) * ${BK}u + k]; }
-      for (var j = 0u; j < ${T}u; j++) { bv[j] = tileB[k * ${BN}u + tx + 16u * j]; }
+      for (var i = 0u; i < ${T}u; i++) { av[i] = tileA[(ty + 16u * i) * ${BK + 1}u + k]; }
+      for (var j = 0u; j < ${T}u; j++) { bv[j] = tileB[k * ${BN + 1}u + tx + 16u * j]; }
       for (var i = 0u; i < ${T}u; i++) {
         for (var j = 0u; j < ${T}u; j++) { acc[i * ${T}u + j] += av[i] * bv[j]; }
       }
@@ -165,7 +183,15 @@ ${loadB}
 }
 
 /** a (batch, M, K) @ b (batch, K, N) → out (batch, M, N), contiguous, of dtype `outDtype`. */
-export function runMatmul(exec: Executor, a: Operand, b: Operand, [batch, M, K]: readonly [number, number, number], N: number, out: PooledBuffer, outDtype: DType): void {
+export function runMatmul(
+  exec: Executor,
+  a: Operand,
+  b: Operand,
+  [batch, M, K]: readonly [number, number, number],
+  N: number,
+  out: PooledBuffer,
+  outDtype: DType,
+): void {
   const [aBatch, aRow, aCol] = a.strides as [number, number, number];
   const [bBatch, bRow, bCol] = b.strides as [number, number, number];
   const T = batch * M * N >= LARGE_TILES_FROM ? 8 : 4;

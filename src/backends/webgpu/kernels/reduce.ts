@@ -71,7 +71,9 @@ function reduceKernel(pass: Pass): Kernel<Field> {
 function combineFunctions(op: ReduceOp, t: ComputeType): string {
   // NaN is tested on the bits, which a compiler assuming no NaNs cannot fold away (see elementwise-ops.ts).
   const isNan =
-    t === 'f32' ? 'fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }' : 'fn isNan(v: i32) -> bool { return false; }';
+    t === 'f32'
+      ? 'fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }'
+      : 'fn isNan(v: i32) -> bool { return false; }';
   switch (op) {
     case 'sum':
       return `fn combine(a: ${t}, b: ${t}) -> ${t} { return a + b; }`;

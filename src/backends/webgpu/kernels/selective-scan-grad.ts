@@ -14,7 +14,8 @@
  *
  * ## One chunk (chunks from last to first)
  *
- *  1. Stage Δ, u and dy of the tile (coalesced), copy each invocation's segment to registers.
+ *  1. Stage Δ, u and dy of the tile (coalesced), copy each invocation's segment to registers; per
+ *     group of states, stage B and C over the chunk.
  *  2. Local totals, both directions, from one exp per step: the forward pair (Π ā, state from 0)
  *     as in the forward, and the reverse map (Π ā, q reached from 0) composed toward the start.
  *  3. Both scans in the same up-sweep and down-sweep (same barriers): the forward root is the saved
@@ -28,15 +29,17 @@
  *         dB_t  = Σ_d dh_t·Δ_t·u_t     dC_t = Σ_d dy_t·h_t                         (summed over d later)
  *
  *     The dB and dC terms of the tile's rows go to workgroup memory, a (step, row) table, and are
- *     summed over the rows there (a fixed order: deterministic); the tile's sum is written to
+ *     summed over the rows there (a fixed tree: deterministic); the tile's sum is written to
  *     `partials` (tiles, N, len). dA's per-invocation sums are added over the segments into `dAsum`.
+ *     The table holds one state, so this step costs 2 barriers per state.
  *  5. Write du and dΔ through the tile, coalesced.
  *
  * ## Sums across workgroups
  *
- * dB and dC sum over d, dA over b and t, and WGSL has no float atomics (a compare-and-swap loop on
- * u32 would serialise the dim/rows tiles writing every (b, n, t) — 96 of them at dim 1536 — and
- * make the last bits depend on timing). So each tile writes its own partial sums, and `sumKernel`
+ * dB and dC sum over d, dA over b and t, and WGSL has no float atomics. A compare-and-swap loop on
+ * an atomic<u32> per (b, n, t) would have every row (1536 at Mamba's size) or every tile (48) retry
+ * against the others on each address, and make the last bits depend on timing. So each tile writes
+ * its own partial sums, and `sumKernel`
  * adds them in a fixed order: dB, dC over the tiles of a batch ((batch, tiles, N, len) →
  * (batch, N, len)), dA over the batch ((batch, dim, N) → (dim, N)). The partials are rows times
  * smaller than the (batch, dim, N, len) tensors a per-row scheme would write.
@@ -56,22 +59,31 @@ import {
   CHUNK_LEN,
   chunkStatesSize,
   downSweep,
-  eachStep,
+  fitTiling,
+  Loops,
   runSelectiveScan,
   type ScanBuffers,
+  type ScanDevice,
   type ScanTiling,
   scanParams,
-  stateGroup,
   stateInput,
   TILE_PROLOGUE,
   tilingConstants,
+  tilingKey,
   treeDeclarations,
   upSweep,
 } from './selective-scan.js';
 
-const BACKWARD_ROWS = 16;
+/** Σ terms(0 … count − 1) as a balanced tree of additions, ((t0 + t1) + (t2 + t3)) + …: a fixed order. */
+function pairwiseSum(count: number, term: (k: number) => string, from = 0): string {
+  if (count === 1) return term(from);
+  const half = Math.ceil(count / 2);
+  return `(${pairwiseSum(half, term, from)} + ${pairwiseSum(count - half, term, from + half)})`;
+}
+
+const BACKWARD_ROWS = 32;
 const BACKWARD_SEGS = 8;
-const MAX_GROUP = 8;
+const MAX_GROUP = 4;
 
 /** Floats of the `tile` array: the Δ, u, dy stage, or the row-sum scratch when that is larger. */
 function tileFloats(t: ScanTiling): number {
@@ -80,24 +92,22 @@ function tileFloats(t: ScanTiling): number {
   return Math.max(stage, scratch);
 }
 
-/** Workgroup-memory bytes: the tile, four trees (forward and reverse pairs), dcarry and dAsum. */
-const backwardSharedBytes = (t: ScanTiling, N: number): number => 4 * (tileFloats(t) + 4 * t.group * t.segs * t.rows + 2 * N * t.rows);
+/** Workgroup-memory bytes: the tile, B and C of a group, four trees (forward and reverse pairs), dcarry and dAsum. */
+const backwardSharedBytes = (t: ScanTiling, N: number): number =>
+  4 * (tileFloats(t) + 2 * t.group * CHUNK_LEN + 4 * t.group * t.segs * t.rows + 2 * N * t.rows);
 
-export function backwardTiling(N: number, maxSharedBytes: number): ScanTiling {
-  const base = { rows: BACKWARD_ROWS, segs: BACKWARD_SEGS, steps: CHUNK_LEN / BACKWARD_SEGS };
-  for (let max = MAX_GROUP; ; max--) {
-    const tiling = { ...base, group: stateGroup(N, max) };
-    if (backwardSharedBytes(tiling, N) <= maxSharedBytes || tiling.group === 1) return tiling;
-  }
-}
+export const backwardTiling = (N: number, device: ScanDevice): ScanTiling =>
+  fitTiling(BACKWARD_ROWS, BACKWARD_SEGS, MAX_GROUP, N, (t) => backwardSharedBytes(t, N), device);
 
-type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'offsetB' | 'offsetC' | 'partSize';
+type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'states' | 'one' | 'offsetB' | 'offsetC' | 'partSize';
 const params = new ParamStruct<Field>([
   ['dim', 'u32'],
   ['len', 'u32'],
   ['nChunks', 'u32'],
   ['tilesPerBatch', 'u32'],
   ['tiles', 'u32'],
+  ['states', 'u32'], // N again, as a uniform
+  ['one', 'u32'], // 1, as a uniform (see Loops)
   ['offsetB', 'u32'], // where B and C start in the packed A|B|C buffer
   ['offsetC', 'u32'],
   ['partSize', 'u32'], // floats of dB's partials (C's follow, then A's)
@@ -106,7 +116,7 @@ const params = new ParamStruct<Field>([
 const kernels = new Map<string, Kernel>();
 
 function backwardKernel(dtype: DType, N: number, t: ScanTiling): Kernel<Field> {
-  const key = `selectiveScanGrad ${dtype} N=${N} rows=${t.rows} segs=${t.segs} steps=${t.steps} group=${t.group}`;
+  const key = `selectiveScanGrad ${dtype} N=${N} ${tilingKey(t)}`;
   let kernel = kernels.get(key) as Kernel<Field> | undefined;
   if (!kernel) {
     const bindings: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
@@ -117,8 +127,7 @@ function backwardKernel(dtype: DType, N: number, t: ScanTiling): Kernel<Field> {
 }
 
 function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling): string {
-  const bAt = (n: string, step: string) => stateInput('abc', 'params.offsetB + ', n, step, dtype);
-  const cAt = (n: string, step: string) => stateInput('abc', 'params.offsetC + ', n, step, dtype);
+  const L = new Loops(t.unroll);
   return `${enables([dtype])}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
 ${params.wgsl(8)}
@@ -138,6 +147,8 @@ const SCRATCH_DA: u32 = 2u * CHUNK * PITCH;   // dA's (segment, row) sums
 
 // Δ | u | dy of the tile's chunk; reused for the row-sum scratch, then for du | dΔ.
 var<workgroup> tile: array<f32, ${tileFloats(t)}>;
+var<workgroup> tileB: array<f32, GROUP * CHUNK>; // B of the group's states over the chunk
+var<workgroup> tileC: array<f32, GROUP * CHUNK>; // C, likewise
 var<workgroup> dcarry: array<f32, N * ROWS>; // q entering the chunk from the one after, per (n, row)
 var<workgroup> dAsum: array<f32, N * ROWS>;  // dA of the row so far
 ${treeDeclarations(['s', 'r'])}
@@ -151,65 +162,76 @@ ${TILE_PROLOGUE}
     dAsum[i] = 0.0;
   }
 
+  var dt: array<f32, STEPS>;
+  var uu: array<f32, STEPS>;
+  var gy: array<f32, STEPS>;      // dy
+  var gu: array<f32, STEPS>;      // du, summed over the states
+  var gdelta: array<f32, STEPS>;  // dΔ, summed over the states
+
   for (var k = 0u; k < params.nChunks; k++) {
     let c = params.nChunks - 1u - k;
     let t0 = c * CHUNK;
     // 1. Stage Δ, u and dy along len.
-    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
-      let rr = i / CHUNK;
+${L.shared(
+  t.rows * CHUNK_LEN,
+  t.rows * t.segs,
+  `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
-      var stepDelta = 0.0;
-      var stepU = 0.0;
-      var stepDy = 0.0;
-      if (d0 + rr < params.dim && t < params.len) {
-        let at = (b * params.dim + d0 + rr) * params.len + t;
-        stepDelta = ${load('delta', 'at', dtype)};
-        stepU = ${load('u', 'at', dtype)};
-        stepDy = ${load('dy', 'at', dtype)};
-      }
+      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
+      let inside = d0 + rr < params.dim && t < params.len; // else 0: the clamped index stays in bounds
       let slot = rr * STRIDE + i % CHUNK;
-      tile[slot] = stepDelta;
-      tile[ROWS * STRIDE + slot] = stepU;
-      tile[2u * ROWS * STRIDE + slot] = stepDy;
-    }
+      tile[slot] = select(0.0, ${load('delta', 'at', dtype)}, inside);
+      tile[ROWS * STRIDE + slot] = select(0.0, ${load('u', 'at', dtype)}, inside);
+      tile[2u * ROWS * STRIDE + slot] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
+)}
     workgroupBarrier();
-    var dt: array<f32, STEPS>;
-    var uu: array<f32, STEPS>;
-    var gy: array<f32, STEPS>;      // dy
-    var gu: array<f32, STEPS>;      // du, summed over the states
-    var gdelta: array<f32, STEPS>;  // dΔ, summed over the states
-${eachStep(
-      t.steps,
-      (j) => `let slot = r * STRIDE + first + ${j}u;
+${L.steps(
+  t.steps,
+  (j) => `let slot = r * STRIDE + first + ${j};
       dt[${j}] = tile[slot];
       uu[${j}] = tile[ROWS * STRIDE + slot];
       gy[${j}] = tile[2u * ROWS * STRIDE + slot];
       gu[${j}] = 0.0;
       gdelta[${j}] = 0.0;`,
-      '    ',
-    )}
+  '    ',
+)}
 
-    for (var n0 = 0u; n0 < N; n0 += GROUP) {
+    // params.states = N, read from the uniforms so that no compiler unrolls this loop (which
+    // multiplied the code by N / GROUP and the compile time on lavapipe with it).
+    for (var n0 = 0u; n0 < params.states; n0 += GROUP) {
+${L.shared(
+  t.group * CHUNK_LEN,
+  t.rows * t.segs,
+  `tileB[i] = ${stateInput('abc', 'params.offsetB + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};
+      tileC[i] = ${stateInput('abc', 'params.offsetC + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`,
+  '      ',
+)}
+      workgroupBarrier();
       // 2. Local totals: forward (Π ā, h from 0), reverse (Π ā, q from 0) composed toward the start.
-      for (var g = 0u; g < GROUP; g++) {
-        let n = n0 + g;
-        let a = abc[aRow + n];
+      // the group's states: independent chains (written out on GPUs, so that they interleave)
+${L.states(
+  t.group,
+  `let a = abc[aRow + n0 + g];
         var fa = 1.0;
         var fb = 0.0;
         var qa = 1.0;
         var qb = 0.0;
         // q ↦ qa·q + qb: step j's map runs after those of the steps after it.
-${eachStep(t.steps, (j) => `let t = t0 + first + ${j}u;
+${L.steps(
+  t.steps,
+  (j) => `let at = g * CHUNK + first + ${j};
           let abar = exp(dt[${j}] * a);
-          fb = abar * fb + dt[${j}] * uu[${j}] * ${bAt('n', 't')};
+          fb = abar * fb + dt[${j}] * uu[${j}] * tileB[at];
           fa = fa * abar;
           qa = qa * abar;
-          qb = qb + qa * ${cAt('n', 't')} * gy[${j}];`)}
+          qb = qb + qa * tileC[at] * gy[${j}];`,
+)}
         sa[node(g, seg, r)] = fa;
         sb[node(g, seg, r)] = fb;
         ra[node(g, SEGS - 1u - seg, r)] = qa;
-        rb[node(g, SEGS - 1u - seg, r)] = qb;
-      }
+        rb[node(g, SEGS - 1u - seg, r)] = qb;`,
+  '      ',
+)}
       workgroupBarrier();
 
       // 3. Both scans: roots are the saved chunk state and the q from the chunk after.
@@ -234,65 +256,66 @@ ${downSweep(['s', 'r'])}
         var abar: array<f32, STEPS>;
         var hBefore: array<f32, STEPS>; // h_{t−1}
         var h = sb[node(g, seg, r)];
-${eachStep(t.steps, (j) => `abar[${j}] = exp(dt[${j}] * a);
+${L.steps(
+  t.steps,
+  (j) => `abar[${j}] = exp(dt[${j}] * a);
           hBefore[${j}] = h;
-          h = abar[${j}] * h + dt[${j}] * uu[${j}] * ${bAt('n', `t0 + first + ${j}u`)};`)}
+          h = abar[${j}] * h + dt[${j}] * uu[${j}] * tileB[g * CHUNK + first + ${j}];`,
+)}
         var q = rb[node(g, SEGS - 1u - seg, r)];
         var dAPart = 0.0;
-${eachStep(
-          t.steps,
-          (j) => `let t = t0 + first + ${j}u;
-          let bt = ${bAt('n', 't')};
+${L.steps(
+  t.steps,
+  (j) => `let bt = tileB[g * CHUNK + first + ${j}];
           let hNow = abar[${j}] * hBefore[${j}] + dt[${j}] * uu[${j}] * bt;
-          let dh = ${cAt('n', 't')} * gy[${j}] + q;
+          let dh = tileC[g * CHUNK + first + ${j}] * gy[${j}] + q;
           gdelta[${j}] += dh * (a * abar[${j}] * hBefore[${j}] + bt * uu[${j}]);
           gu[${j}] += dh * dt[${j}] * bt;
           dAPart += dh * dt[${j}] * abar[${j}] * hBefore[${j}];
-          tile[(first + ${j}u) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
-          tile[SCRATCH_DC + (first + ${j}u) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
+          tile[(first + ${j}) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
+          tile[SCRATCH_DC + (first + ${j}) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
           q = abar[${j}] * dh;`,
-          '        ',
-          'down',
-        )}
+  '        ',
+  'down',
+)}
         tile[SCRATCH_DA + seg * ROWS + r] = dAPart;
         workgroupBarrier();
         for (var i = lid; i < 2u * CHUNK + ROWS; i += THREADS) {
           if (i < 2u * CHUNK) {
-            // dB (i < CHUNK) or dC of one step, summed over the rows in order.
+            // dB (i < CHUNK) or dC of one step, summed over the tile's rows.
             let table = (i / CHUNK) * SCRATCH_DC + (i % CHUNK) * PITCH;
-            var sum = 0.0;
-            for (var rr = 0u; rr < ROWS; rr++) { sum += tile[table + rr]; }
+            let sum = ${pairwiseSum(t.rows, (rr) => `tile[table + ${rr}u]`)}; // a fixed tree: independent loads, log₂ ROWS deep
             let t = t0 + i % CHUNK;
             if (t < params.len) { partials[(i / CHUNK) * params.partSize + (tileIndex * N + n) * params.len + t] = sum; }
           } else {
             let rr = i - 2u * CHUNK;
-            var sum = 0.0;
-            for (var s = 0u; s < SEGS; s++) { sum += tile[SCRATCH_DA + s * ROWS + rr]; }
-            dAsum[n * ROWS + rr] += sum;
+            dAsum[n * ROWS + rr] += ${pairwiseSum(t.segs, (k) => `tile[SCRATCH_DA + ${k}u * ROWS + rr]`)};
           }
         }
-        workgroupBarrier(); // the scratch is rewritten by the next state
+        workgroupBarrier(); // the scratch is rewritten by the next state (and tileB, tileC by the next group)
       }
     }
 
     // 5. du and dΔ through the tile, then out along len.
-${eachStep(
-      t.steps,
-      (j) => `tile[r * STRIDE + first + ${j}u] = gu[${j}];
-      tile[ROWS * STRIDE + r * STRIDE + first + ${j}u] = gdelta[${j}];`,
-      '    ',
-    )}
+${L.steps(
+  t.steps,
+  (j) => `tile[r * STRIDE + first + ${j}] = gu[${j}];
+      tile[ROWS * STRIDE + r * STRIDE + first + ${j}] = gdelta[${j}];`,
+  '    ',
+)}
     workgroupBarrier();
-    for (var i = lid; i < ROWS * CHUNK; i += THREADS) {
-      let rr = i / CHUNK;
+${L.shared(
+  t.rows * CHUNK_LEN,
+  t.rows * t.segs,
+  `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
       if (d0 + rr < params.dim && t < params.len) {
         let at = (b * params.dim + d0 + rr) * params.len + t;
         let slot = rr * STRIDE + i % CHUNK;
         ${store('du', 'at', 'tile[slot]', dtype)}
         ${store('ddelta', 'at', 'tile[ROWS * STRIDE + slot]', dtype)}
-      }
-    }
+      }`,
+)}
     workgroupBarrier(); // the tile is restaged by the next chunk
   }
 
@@ -369,7 +392,7 @@ export function runSelectiveScanGrad(
   dy: PooledBuffer,
   dtype: DType,
   sizes: ScanSizes,
-  maxSharedBytes: number,
+  device: ScanDevice,
   chunkStates: PooledBuffer | null,
   out: ScanGrads,
 ): void {
@@ -381,7 +404,7 @@ export function runSelectiveScanGrad(
     runFill(exec, op, out.ddelta, batch * dim * len, 0, dtype);
     return;
   }
-  const tiling = backwardTiling(N, maxSharedBytes);
+  const tiling = backwardTiling(N, device);
   const p = scanParams(sizes, tiling.rows);
   const temps: PooledBuffer[] = [];
   const temp = (bytes: number): PooledBuffer => {
@@ -393,7 +416,7 @@ export function runSelectiveScanGrad(
   let states = chunkStates;
   if (!states) {
     states = temp(4 * chunkStatesSize(sizes));
-    runSelectiveScan(exec, x, dtype, sizes, maxSharedBytes, { y: null, chunkStates: states });
+    runSelectiveScan(exec, x, dtype, sizes, device, { y: null, chunkStates: states });
   }
 
   // A | B | C side by side (see the file comment).

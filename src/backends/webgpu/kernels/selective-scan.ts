@@ -16,12 +16,14 @@
  * in **chunks of `chunkLen` = segs·steps steps**, carrying each (row, n)'s state from chunk to chunk.
  * Invocation (r, seg) owns row r and `steps` consecutive steps, its *segment*, of every chunk:
  *
- *                    chunk c (chunkLen steps)                      chunk c + 1
+ *                    chunk c (chunkLen = 64 steps)                 chunk c + 1
  *           seg 0        seg 1        seg 2        seg 3
- *     r 0   [0 .. k)     [k .. 2k)    [2k .. 3k)   [3k .. 4k)   │  …
- *     r 1   [0 .. k)     [k .. 2k)    …                        │
+ *     r 0   [0 .. 16)    [16 .. 32)   [32 .. 48)   [48 .. 64)   │  …
+ *     r 1   [0 .. 16)    [16 .. 32)   …                        │
  *     …                                                          │
- *     r 15  …                                                    │   carry[n][r] crosses here
+ *     r 31  …                                                    │   carry[n][r] crosses here
+ *
+ * (the forward's tiling on a GPU: 32 rows × 4 segments of 16 steps, 128 invocations).
  *
  * Invocations are numbered row-fastest (lid = seg·rows + r), so neighbouring invocations (a subgroup
  * on real GPUs) are neighbouring rows at the same step: they read the same B[b, n, t] and C[b, n, t],
@@ -31,7 +33,9 @@
  * ## One chunk
  *
  *  1. **Stage** Δ and Δ·u of the tile into workgroup memory, reading global memory along len
- *     (coalesced), then each invocation copies its segment into registers.
+ *     (coalesced), and, per group of states, B and C over the chunk; each invocation copies its
+ *     segment of Δ, Δ·u into registers. (Read straight from global memory inside the per-step
+ *     chains, B and C cost a memory latency per step: the first version ran 3× slower.)
  *  2. **Local totals.** Per state n, each invocation composes its segment sequentially:
  *     T = x_first ∘ … ∘ x_last = (Π ā, the state the segment would produce from h = 0).
  *     ā and b̄ live in registers only: no (batch, dim, len, N) tensor ever reaches global memory.
@@ -44,10 +48,10 @@
  *     for every (n, step) would take N·steps registers per invocation.
  *  5. **Write y** through workgroup memory again, so the stores are coalesced along len.
  *
- * The N states are scanned `group` at a time (all of them when they fit in workgroup memory), so
- * one chunk costs 2 + 2·log₂(segs) + 3 barriers per group (stage; local totals; the up-sweep
- * levels; the root; the down-sweep levels; after the apply; y staged; y written). Work is O(len)
- * per (row, n): steps sequential combines per segment twice, plus 2·(segs − 1) tree combines.
+ * The N states are scanned `group` at a time (8 on a GPU, fewer where workgroup memory is short), so
+ * one chunk costs 4 + 2·log₂(segs) barriers per group (B, C staged; local totals; the up-sweep
+ * levels; the root; the down-sweep levels; after the apply) and 2 more for y. Work is O(len) per
+ * (row, n): `steps` sequential combines per segment twice, plus 2·(segs − 1) tree combines.
  *
  * Steps past len (a partial last chunk) and rows past dim (a partial last tile) get Δ = 0, u = 0,
  * the identity (1, 0): they leave the state alone, so neither needs a branch around the scan.
@@ -61,6 +65,7 @@
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanInputs, ScanSizes } from '../../backend.js';
 import type { PooledBuffer } from '../buffer-pool.js';
+import type { GpuDevice } from '../device.js';
 import type { Executor, Kernel } from '../executor.js';
 import { gpuBufferOf } from '../handle.js';
 import { ParamStruct } from '../params.js';
@@ -79,6 +84,8 @@ export interface ScanTiling {
   readonly segs: number;
   readonly steps: number;
   readonly group: number;
+  /** Loops written out (see `Loops`). */
+  readonly unroll: boolean;
 }
 
 /** The largest divisor of N that is at most `max`: states per scan round, so rounds are full. */
@@ -87,26 +94,47 @@ export function stateGroup(N: number, max: number): number {
   return 1;
 }
 
-const FORWARD_ROWS = 16;
+const FORWARD_ROWS = 32;
 const FORWARD_SEGS = 4;
-const MAX_GROUP = 16;
+const MAX_GROUP = 8;
 
 /** Workgroup-memory bytes of the forward kernel: the Δ and Δ·u tile, B and C of a group, the trees, carry. */
 const forwardSharedBytes = (t: ScanTiling, N: number): number =>
   4 * (2 * t.rows * (CHUNK_LEN + 1) + 2 * t.group * CHUNK_LEN + 2 * t.group * t.segs * t.rows + N * t.rows);
 
-/** The forward tiling for N states within the device's workgroup memory. */
-export function forwardTiling(N: number, maxSharedBytes: number): ScanTiling {
-  const base = { rows: FORWARD_ROWS, segs: FORWARD_SEGS, steps: CHUNK_LEN / FORWARD_SEGS };
-  for (let max = MAX_GROUP; ; max--) {
-    const tiling = { ...base, group: stateGroup(N, max) };
-    if (forwardSharedBytes(tiling, N) <= maxSharedBytes || tiling.group === 1) return tiling;
+/**
+ * The first tiling that fits the device's workgroup memory, trying `rows` rows per tile and then half
+ * as many, each with the largest state group first (smaller groups cost more barriers; fewer rows
+ * share B and C less).
+ */
+export function fitTiling(
+  rows: number,
+  segs: number,
+  maxGroup: number,
+  N: number,
+  bytes: (t: ScanTiling) => number,
+  { maxSharedBytes, unroll }: ScanDevice,
+): ScanTiling {
+  for (let r = rows; r >= 1; r /= 2) {
+    for (let max = maxGroup; max >= 1; max--) {
+      const tiling = { rows: r, segs, steps: CHUNK_LEN / segs, group: stateGroup(N, max), unroll };
+      if (bytes(tiling) <= maxSharedBytes) return tiling;
+    }
   }
+  throw new Error(`selectiveScan: N = ${N} states need more workgroup memory than this GPU has (${maxSharedBytes} bytes).`);
 }
+
+/** The forward tiling for N states on this device. */
+export const forwardTiling = (N: number, device: ScanDevice): ScanTiling =>
+  fitTiling(FORWARD_ROWS, FORWARD_SEGS, MAX_GROUP, N, (t) => forwardSharedBytes(t, N), device);
 
 /** Number of chunks and of floats in chunkStates for these sizes. */
 export const chunkCount = (len: number): number => Math.ceil(len / CHUNK_LEN);
 export const chunkStatesSize = ({ batch, dim, len, N }: ScanSizes): number => batch * dim * chunkCount(len) * N;
+
+/** The tiling as part of a kernel's cache key. */
+export const tilingKey = (t: ScanTiling): string =>
+  `rows=${t.rows} segs=${t.segs} steps=${t.steps} group=${t.group}${t.unroll ? '' : ' loops'}`;
 
 /** The constants every scan kernel declares, from its tiling. */
 export function tilingConstants(t: ScanTiling, N: number): string {
@@ -148,20 +176,20 @@ fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }
 export function upSweep(trees: readonly string[]): string {
   const combine = trees
     .map(
-      (x) => `      ${x}b[right] = ${x}a[right] * ${x}b[left] + ${x}b[right];  // (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)
-      ${x}a[right] = ${x}a[left] * ${x}a[right];`,
+      (x) => `          ${x}b[right] = ${x}a[right] * ${x}b[left] + ${x}b[right];  // (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)
+          ${x}a[right] = ${x}a[left] * ${x}a[right];`,
     )
     .join('\n');
-  return `    for (var s = 1u; s < SEGS; s <<= 1u) {
-      let pairs = SEGS / (2u * s); // combines per tree at this level
-      for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
-        let q = i / ROWS;
-        let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
-        let left = right - s * ROWS; // node pos − s of the same tree
+  return `      for (var s = 1u; s < SEGS; s <<= 1u) {
+        let pairs = SEGS / (2u * s); // combines per tree at this level
+        for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
+          let q = i / ROWS;
+          let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
+          let left = right - s * ROWS; // node pos − s of the same tree
 ${combine}
-      }
-      workgroupBarrier();
-    }`;
+        }
+        workgroupBarrier();
+      }`;
 }
 
 /**
@@ -181,48 +209,97 @@ ${combine}
 export function downSweep(trees: readonly string[]): string {
   const pass = trees
     .map(
-      (x) => `      let ${x}Before = ${x}b[right]; // the state entering the parent's subtree
-      ${x}b[right] = ${x}a[left] * ${x}Before + ${x}b[left]; // … and after its left half
-      ${x}b[left] = ${x}Before;`,
+      (x) => `          let ${x}Before = ${x}b[right]; // what enters the parent's subtree (h, or q backwards)
+          ${x}b[right] = ${x}a[left] * ${x}Before + ${x}b[left]; // … and its right half
+          ${x}b[left] = ${x}Before;`,
     )
     .join('\n');
-  return `    for (var s = SEGS / 2u; s > 0u; s >>= 1u) {
-      let pairs = SEGS / (2u * s);
-      for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
-        let q = i / ROWS;
-        let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
-        let left = right - s * ROWS;
+  return `      for (var s = SEGS / 2u; s > 0u; s >>= 1u) {
+        let pairs = SEGS / (2u * s);
+        for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
+          let q = i / ROWS;
+          let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
+          let left = right - s * ROWS;
 ${pass}
-      }
-      workgroupBarrier();
-    }`;
+        }
+        workgroupBarrier();
+      }`;
 }
 
 /**
- * \`body\` for every step j of a segment (j = 0 … STEPS − 1, or back down), as straight-line code with
- * j a constant, each in its own block. The per-step arrays (Δ, Δ·u, y, …) then see constant indices
- * only, which every compiler keeps in registers. As a loop over j they stayed in memory on an H200
- * (the driver did not unroll it), which made the kernels several times slower.
+ * How the kernels spell their loops of fixed count: over the steps of a segment, the states of a
+ * group, and the items the invocations share.
+ *
+ * On a GPU they are written out, each iteration a block with its index a constant:
+ * - the per-step arrays (Δ, Δ·u, y, …) then see constant indices only and live in registers;
+ * - the iterations are independent (the states' multiply-add chains, the loads of a staging loop),
+ *   and straight-line code lets them interleave: an invocation issues all its loads before it waits
+ *   for the first, and one state's chain runs while another's waits. (On an H200, staging B and C
+ *   and writing out the staging loads took the forward at Mamba's size from 5.1 to 1.9 ms.)
+ * On a CPU-emulated adapter (lavapipe), LLVM needs 30–40 s to compile a written-out kernel, so there
+ * they stay loops, the same arithmetic in the same order, and their counts are multiplied by
+ * `params.one` (= 1): a count the compiler cannot see is a loop it does not unroll by itself.
  */
-export function eachStep(steps: number, body: (j: number) => string, indent = '        ', order: 'up' | 'down' = 'up'): string {
-  const js = Array.from({ length: steps }, (_, i) => (order === 'up' ? i : steps - 1 - i));
-  return js.map((j) => `${indent}{ // step ${j}\n${indent}  ${body(j)}\n${indent}}`).join('\n');
-}
+export class Loops {
+  constructor(readonly unroll: boolean) {}
 
-/**
- * A loop in which the THREADS invocations share \`count\` items, item i = lid + k·THREADS, written out
- * for every k. The items are independent, and straight-line code lets an invocation issue all its
- * loads before it waits for the first: as a loop, each load's latency was paid in turn, which bounded
- * the first version more than bandwidth did. \`body\` sees the item as \`i\`.
- */
-export function cooperative(count: number, threads: number, body: string, indent = '    '): string {
-  const blocks: string[] = [];
-  for (let k = 0; k < count; k += threads) {
-    const open = k + threads > count ? `let i = lid + ${k}u;\n${indent}  if (i < ${count}u) {` : `let i = lid + ${k}u;\n${indent}  {`;
-    blocks.push(`${indent}{\n${indent}  ${open}\n${indent}    ${body.replaceAll('\n', '\n  ')}\n${indent}  }\n${indent}}`);
+  /** A body's lines at `indent` (its first line starts right after the template's backtick). */
+  private static place(body: string, indent: string): string {
+    const [head = '', ...rest] = body.split('\n');
+    const depth = Math.min(...rest.filter((l) => l.trim() !== '').map((l) => l.length - l.trimStart().length));
+    return [indent + head, ...rest.map((l) => (l.trim() === '' ? '' : indent + l.slice(depth)))].join('\n');
   }
-  return blocks.join('\n');
+
+  /** `body(j)` for the steps j = 0 … STEPS − 1 of a segment (or back down); j is a u32 expression. */
+  steps(steps: number, body: (j: string) => string, indent = '        ', order: 'up' | 'down' = 'up'): string {
+    if (!this.unroll) {
+      const head =
+        order === 'up'
+          ? 'for (var j = 0u; j < STEPS * params.one; j++) {'
+          : `for (var jj = 0u; jj < STEPS * params.one; jj++) {\n${indent}  let j = STEPS - 1u - jj;`;
+      return `${indent}${head}\n${Loops.place(body('j'), `${indent}  `)}\n${indent}}`;
+    }
+    const js = Array.from({ length: steps }, (_, i) => (order === 'up' ? i : steps - 1 - i));
+    return js.map((j) => `${indent}{ // step ${j}\n${Loops.place(body(`${j}u`), `${indent}  `)}\n${indent}}`).join('\n');
+  }
+
+  /** `body` for the states g = 0 … GROUP − 1 of a group (state n0 + g); `body` reads g. */
+  states(group: number, body: string, indent = '      '): string {
+    const inner = Loops.place(body, `${indent}  `);
+    if (!this.unroll) return `${indent}for (var g = 0u; g < GROUP * params.one; g++) {\n${inner}\n${indent}}`;
+    return Array.from({ length: group }, (_, g) => `${indent}{ // state n0 + ${g}\n${indent}  let g = ${g}u;\n${inner}\n${indent}}`).join(
+      '\n',
+    );
+  }
+
+  /** `body` for the items i = lid, lid + THREADS, … below `count`, shared by the workgroup's invocations. */
+  shared(count: number, threads: number, body: string, indent = '    '): string {
+    if (!this.unroll) {
+      return `${indent}for (var i = lid; i < ${count}u * params.one; i += THREADS) {\n${Loops.place(body, `${indent}  `)}\n${indent}}`;
+    }
+    const inner = Loops.place(body, `${indent}    `);
+    const blocks: string[] = [];
+    for (let k = 0; k < count; k += threads) {
+      const guard = k + threads > count ? `if (i < ${count}u) ` : '';
+      blocks.push(`${indent}{\n${indent}  let i = lid + ${k}u;\n${indent}  ${guard}{\n${inner}\n${indent}  }\n${indent}}`);
+    }
+    return blocks.join('\n');
+  }
 }
+
+/** CPU-emulated adapters, by the names they give (as bench/cli.ts recognises them). */
+const SOFTWARE_ADAPTER = /\bsoftware\b|llvmpipe|lavapipe|swiftshader/i;
+
+/** What the scan kernels need to know of the device: its workgroup memory, and whether to unroll. */
+export interface ScanDevice {
+  readonly maxSharedBytes: number;
+  readonly unroll: boolean;
+}
+
+export const scanDevice = (gpu: GpuDevice): ScanDevice => ({
+  maxSharedBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+  unroll: !SOFTWARE_ADAPTER.test(gpu.adapterDescription()),
+});
 
 /** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
 export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·tilesPerBatch + (d0 / ROWS)
@@ -232,7 +309,6 @@ export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·til
   let r = lid % ROWS;
   let seg = lid / ROWS;
   let d = d0 + r;
-  let live = d < params.dim;      // the last tile of a batch may stick out past dim
   let first = seg * STEPS;        // this invocation's first step within a chunk
   let bc = b * N * params.len;    // B and C of batch b start here
   // A row past dim reads channel dim − 1's A: its Δ is 0, so exp(Δ·A) = 1 whatever A is.
@@ -247,27 +323,29 @@ export const stateInput = (array: string, start: string, n: string, t: string, d
 
 export type ForwardMode = 'y' | 'y+states' | 'states';
 
-type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles';
+type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'states' | 'one';
 const params = new ParamStruct<Field>([
   ['dim', 'u32'],
   ['len', 'u32'],
   ['nChunks', 'u32'],
   ['tilesPerBatch', 'u32'],
   ['tiles', 'u32'],
+  ['states', 'u32'], // N again, as a uniform
+  ['one', 'u32'], // 1, as a uniform (see Loops)
 ]);
 
 export type ScanParams = Readonly<Record<Field, number>>;
 
 /** The parameters every scan kernel takes for these sizes and rows per tile. */
-export function scanParams({ batch, dim, len }: ScanSizes, rows: number): ScanParams {
+export function scanParams({ batch, dim, len, N }: ScanSizes, rows: number): ScanParams {
   const tilesPerBatch = Math.ceil(dim / rows);
-  return { dim, len, nChunks: chunkCount(len), tilesPerBatch, tiles: batch * tilesPerBatch };
+  return { dim, len, nChunks: chunkCount(len), tilesPerBatch, tiles: batch * tilesPerBatch, states: N, one: 1 };
 }
 
 const kernels = new Map<string, Kernel<Field>>();
 
 function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): Kernel<Field> {
-  const key = `selectiveScan ${mode} ${dtype} N=${N} rows=${t.rows} segs=${t.segs} steps=${t.steps} group=${t.group}`;
+  const key = `selectiveScan ${mode} ${dtype} N=${N} ${tilingKey(t)}`;
   let kernel = kernels.get(key);
   if (!kernel) {
     const bindings: Kernel['bindings'] =
@@ -281,6 +359,7 @@ function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode
 }
 
 function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): string {
+  const L = new Loops(t.unroll);
   const withY = mode !== 'states';
   const saveStates = mode !== 'y';
   const statesBinding = withY ? 7 : 4;
@@ -302,26 +381,31 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
       ];
   if (saveStates) bindings.push(storageBinding(statesBinding, 'chunkStates', 'read_write', 'float32'));
   // B and C of the group's states over the chunk, staged in workgroup memory.
-  const stageBC = (array: 'B' | 'C') =>
-    `tile${array}[i] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
+  const stageBC = (array: 'B' | 'C') => `tile${array}[i] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
 
   // Steps 4 and 5 (apply, write y) exist only when y is wanted; 'states' stops at the root.
   const apply = `
 ${downSweep(['s'])}
       // 4. Apply: re-run the segment from the state entering it, collecting C·h into y.
-      for (var g = 0u; g < GROUP; g++) {
-        let a = A[aRow + n0 + g];
+      // the group's states: independent chains (written out on GPUs, so that they interleave)
+${L.states(
+  t.group,
+  `let a = A[aRow + n0 + g];
         var h = sb[node(g, seg, r)];
-${eachStep(t.steps, (j) => `let at = g * CHUNK + first + ${j}u;
+${L.steps(
+  t.steps,
+  (j) => `let at = g * CHUNK + first + ${j};
           h = exp(dt[${j}] * a) * h + dtu[${j}] * tileB[at];
-          acc[${j}] += tileC[at] * h;`)}
-      }
+          acc[${j}] += tileC[at] * h;`,
+)}`,
+  '      ',
+)}
       workgroupBarrier(); // the trees and tileB, tileC are refilled by the next group`;
   const writeY = `
     // 5. y through the tile (Δ is in registers by now), then out along len.
-${eachStep(t.steps, (j) => `tileDelta[r * STRIDE + first + ${j}u] = acc[${j}];`, '    ')}
+${L.steps(t.steps, (j) => `tileDelta[r * STRIDE + first + ${j}] = acc[${j}];`, '    ')}
     workgroupBarrier();
-${cooperative(
+${L.shared(
   t.rows * CHUNK_LEN,
   t.rows * t.segs,
   `let rr = i / CHUNK;
@@ -365,7 +449,7 @@ ${withY ? '  var acc: array<f32, STEPS>; // y of this segment, summed over the s
     let t0 = c * CHUNK;
     // 1. Stage Δ and Δ·u, consecutive invocations reading consecutive steps of a row (0 past dim
     //    or len: the clamped index keeps the load in bounds, the select drops it).
-${cooperative(
+${L.shared(
   t.rows * CHUNK_LEN,
   t.rows * t.segs,
   `let rr = i / CHUNK;
@@ -376,28 +460,36 @@ ${cooperative(
       tileDelta[rr * STRIDE + i % CHUNK] = stepDelta;
       tileDeltaU[rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
 )}
-${withY ? eachStep(t.steps, (j) => `acc[${j}] = 0.0;`, '    ') : ''}
+${withY ? L.steps(t.steps, (j) => `acc[${j}] = 0.0;`, '    ') : ''}
 
-    for (var n0 = 0u; n0 < N; n0 += GROUP) {
-${cooperative(t.group * CHUNK_LEN, t.rows * t.segs, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
+    // params.states = N, read from the uniforms so that no compiler unrolls this loop (which
+    // multiplied the code by N / GROUP and the compile time on lavapipe with it).
+    for (var n0 = 0u; n0 < params.states; n0 += GROUP) {
+${L.shared(t.group * CHUNK_LEN, t.rows * t.segs, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
       workgroupBarrier();
-${eachStep(
+${L.steps(
   t.steps,
-  (j) => `dt[${j}] = tileDelta[r * STRIDE + first + ${j}u];
-        dtu[${j}] = tileDeltaU[r * STRIDE + first + ${j}u];`,
+  (j) => `dt[${j}] = tileDelta[r * STRIDE + first + ${j}];
+        dtu[${j}] = tileDeltaU[r * STRIDE + first + ${j}];`,
   '      ',
 )}
       // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0).
-      for (var g = 0u; g < GROUP; g++) {
-        let a = A[aRow + n0 + g];
+      // the group's states: independent chains (written out on GPUs, so that they interleave)
+${L.states(
+  t.group,
+  `let a = A[aRow + n0 + g];
         var ta = 1.0;
         var tb = 0.0;
-${eachStep(t.steps, (j) => `let abar = exp(dt[${j}] * a);
+${L.steps(
+  t.steps,
+  (j) => `let abar = exp(dt[${j}] * a);
           ta = ta * abar;
-          tb = abar * tb + dtu[${j}] * tileB[g * CHUNK + first + ${j}u];`)}
+          tb = abar * tb + dtu[${j}] * tileB[g * CHUNK + first + ${j}];`,
+)}
         sa[node(g, seg, r)] = ta;
-        sb[node(g, seg, r)] = tb;
-      }
+        sb[node(g, seg, r)] = tb;`,
+  '      ',
+)}
       workgroupBarrier();
 
       // 3. Scan the totals: up-sweep, then put the carried state at the root, then down-sweep.
@@ -411,8 +503,12 @@ ${upSweep(['s'])}
         carry[n * ROWS + rr] = sa[root] * hIn + sb[root]; // the state leaving the chunk
         sb[root] = hIn;
       }
-      workgroupBarrier();${withY ? apply : `
-      // Without y the chunk is done once carry has moved on; the next group restages tileB.`}
+      workgroupBarrier();${
+        withY
+          ? apply
+          : `
+      // Without y the chunk is done once carry has moved on; the next group restages tileB.`
+      }
     }${withY ? writeY : ''}
   }${withY ? lastState : ''}
 }
@@ -451,13 +547,13 @@ export function runSelectiveScan(
   x: ScanBuffers,
   dtype: DType,
   sizes: ScanSizes,
-  maxSharedBytes: number,
+  device: ScanDevice,
   out: { y: PooledBuffer; lastState: PooledBuffer; chunkStates: PooledBuffer | null } | { y: null; chunkStates: PooledBuffer },
 ): void {
   const { batch, dim, len, N } = sizes;
   if (N === 0 && out.y) runFill(exec, 'selectiveScan', out.y, batch * dim * len, 0, dtype); // no states: y = 0
   if (batch * dim * N === 0) return;
-  const tiling = forwardTiling(N, maxSharedBytes);
+  const tiling = forwardTiling(N, device);
   const p = scanParams(sizes, tiling.rows);
   if (out.y === null) {
     if (len === 0) return;

@@ -52,7 +52,16 @@ fn main(${GRID_BUILTINS}) {
   return kernel;
 }
 
-export function runSoftmax(exec: Executor, op: string, x: PooledBuffer, dtype: DType, rows: number, cols: number, log: boolean, out: PooledBuffer): void {
+export function runSoftmax(
+  exec: Executor,
+  op: string,
+  x: PooledBuffer,
+  dtype: DType,
+  rows: number,
+  cols: number,
+  log: boolean,
+  out: PooledBuffer,
+): void {
   if (cols === 0) return;
   exec.dispatch(op, softmaxKernel(dtype, log), [x, out], { rows, cols }, rows);
 }
