@@ -189,6 +189,9 @@ async function measurePoint(
       }),
     );
   };
+  // The previous point's idle buffers (another model, another length) would crowd this point's out
+  // of the pool's idle cap, and buffers re-created every run would be timed as part of the forward.
+  backend.trim?.();
   try {
     const timing = await timeFinished(backend, forward, { warmup, repeats, budgetMs: POINT_BUDGET_MS });
     return { ...where, status: 'ok', medianMs: timing.medianMs, samplesMs: timing.samplesMs, forwardBytes };

@@ -28,7 +28,11 @@ afterAll(async () => {
 
 /** Runs the bench CLI with `args`; rejects (with its output) if it exits with an error. */
 async function bench(...args: string[]): Promise<string> {
-  const { stdout } = await promisify(execFile)('npx', ['tsx', 'bench/cli.ts', ...args], { cwd: ROOT, timeout: TIMEOUT_MS, maxBuffer: 16 << 20 });
+  const { stdout } = await promisify(execFile)('npx', ['tsx', 'bench/cli.ts', ...args], {
+    cwd: ROOT,
+    timeout: TIMEOUT_MS,
+    maxBuffer: 16 << 20,
+  });
   return stdout;
 }
 
@@ -66,7 +70,8 @@ describe('npm run bench -- --quick', () => {
     async () => {
       const out = join(dir, 'kernels');
       const stdout = await bench('--quick', '--suite', 'kernels', '--out', out);
-      for (const kernel of ['copy (the ceiling)', 'unary exp', 'binary add', 'sum rows', 'matmul', 'dispatch']) expect(stdout).toContain(kernel);
+      for (const kernel of ['copy (the ceiling)', 'unary exp', 'binary add', 'sum rows', 'matmul', 'dispatch'])
+        expect(stdout).toContain(kernel);
 
       const { result } = await readResults(out);
       expect(result.suite).toBe('kernels');

@@ -1,13 +1,13 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { decode, encode } from 'gpt-tokenizer/encoding/r50k_base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type BatcherState, TokenBatcher, sequentialBatches, windowCount } from '../src/train/data/batches.js';
+import { type BatcherState, sequentialBatches, TokenBatcher, windowCount } from '../src/train/data/batches.js';
 import { seededPermutation } from '../src/train/data/shuffle.js';
 import { tokenize, tokenizeWithCache } from '../src/train/data/tokenize.js';
-import { WIKITEXT2_DIR, loadSplitText } from '../src/train/data/wikitext.js';
+import { loadSplitText, WIKITEXT2_DIR } from '../src/train/data/wikitext.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -45,9 +45,7 @@ describe('WikiText-2 files', () => {
 
   it('names the missing file', () => {
     const dir = freshDir('missing');
-    expect(() => loadSplitText(dir, 'train')).toThrow(
-      `WikiText-2 file ${join(dir, 'wiki.train.tokens.gz')} is missing:`,
-    );
+    expect(() => loadSplitText(dir, 'train')).toThrow(`WikiText-2 file ${join(dir, 'wiki.train.tokens.gz')} is missing:`);
   });
 });
 
@@ -71,7 +69,10 @@ describe('GPT-2 tokenization', () => {
   });
 
   it('gives WikiText lines the same ids as encoding them in one call', () => {
-    const lines = loadSplitText(WIKITEXT2_DIR, 'valid').split(/(?<=\n)/).slice(0, 300).join('');
+    const lines = loadSplitText(WIKITEXT2_DIR, 'valid')
+      .split(/(?<=\n)/)
+      .slice(0, 300)
+      .join('');
     expect(tokenize(lines)).toEqual(Int32Array.from(encode(lines)));
   });
 });

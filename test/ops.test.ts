@@ -399,4 +399,3 @@ describe('views that start mid-buffer', () => {
     expect(Array.from(await conv.data())).toEqual([1, 2]);
   });
 });
-

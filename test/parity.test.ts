@@ -82,7 +82,9 @@ describe.skipIf(gpuError !== '' && !inCI)('CPU / WebGPU parity', () => {
     ];
     const onCpu = await run('cpu', large);
     const onGpu = await run('webgpu', large);
-    onCpu.forEach((want, i) => expect(relativeError(onGpu[i] as Float32Array, want)).toBeLessThan(1e-4));
+    onCpu.forEach((want, i) => {
+      expect(relativeError(onGpu[i] as Float32Array, want)).toBeLessThan(1e-4);
+    });
   });
 
   it('a forward + backward + Adam-like update loop keeps live GPU bytes flat over 200 iterations', async () => {

@@ -107,6 +107,8 @@ export interface Backend {
   liveBytes(): number;
   /** Waits until all queued work has finished (for benchmarks). */
   sync(): Promise<void>;
+  /** Gives idle pooled memory back to the driver (backends that pool buffers). */
+  trim?(): void;
 
   // ---- element-wise ----
   /** Strided → contiguous copy, converting to `dtype`. */

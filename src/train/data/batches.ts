@@ -78,9 +78,7 @@ export class TokenBatcher {
     this.batchesPerEpoch = Math.floor(this.windowCount / this.batchSize);
     if (this.batchesPerEpoch === 0) {
       const needed = this.batchSize * this.seqLen + 1;
-      throw new Error(
-        `TokenBatcher needs batchSize * seqLen + 1 = ${needed} tokens for one batch, but got ${tokens.length}.`,
-      );
+      throw new Error(`TokenBatcher needs batchSize * seqLen + 1 = ${needed} tokens for one batch, but got ${tokens.length}.`);
     }
     this.order = seededPermutation(this.windowCount, this.seed, this.epoch);
   }
@@ -94,9 +92,7 @@ export class TokenBatcher {
   restore(state: BatcherState): void {
     const { epoch, position, seed } = state;
     if (!Number.isInteger(epoch) || epoch < 0 || !Number.isInteger(seed)) {
-      throw new Error(
-        `TokenBatcher state ${JSON.stringify(state)} needs a non-negative integer epoch and an integer seed.`,
-      );
+      throw new Error(`TokenBatcher state ${JSON.stringify(state)} needs a non-negative integer epoch and an integer seed.`);
     }
     if (!Number.isInteger(position) || position < 0 || position >= this.batchesPerEpoch) {
       throw new Error(
@@ -148,14 +144,7 @@ export function* sequentialBatches(tokens: Int32Array, batchSize: number, seqLen
 }
 
 /** Copies window `window` into row `row` of (rows, seqLen) inputs and targets. */
-function copyWindow(
-  tokens: Int32Array,
-  window: number,
-  seqLen: number,
-  row: number,
-  inputs: Int32Array,
-  targets: Int32Array,
-): void {
+function copyWindow(tokens: Int32Array, window: number, seqLen: number, row: number, inputs: Int32Array, targets: Int32Array): void {
   const start = window * seqLen;
   inputs.set(tokens.subarray(start, start + seqLen), row * seqLen);
   targets.set(tokens.subarray(start + 1, start + seqLen + 1), row * seqLen);

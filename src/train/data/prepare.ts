@@ -6,7 +6,7 @@
  *   npx tsx src/train/data/prepare.ts [cacheDir]
  */
 import { DEFAULT_CACHE_DIR, tokenizeWithCache } from './tokenize.js';
-import { WIKITEXT2_DIR, type WikiTextSplit, loadSplitText } from './wikitext.js';
+import { loadSplitText, WIKITEXT2_DIR, type WikiTextSplit } from './wikitext.js';
 
 const cacheDir = process.argv[2] ?? DEFAULT_CACHE_DIR;
 for (const split of ['train', 'valid', 'test'] as const satisfies readonly WikiTextSplit[]) {

@@ -12,9 +12,7 @@ import { encode } from 'gpt-tokenizer/encoding/r50k_base';
 export const GPT2_ENCODING = 'r50k_base';
 
 /** The installed gpt-tokenizer version; part of the cache key because a new version could tokenize differently. */
-export const TOKENIZER_VERSION: string = (
-  createRequire(import.meta.url)('gpt-tokenizer/package.json') as { version: string }
-).version;
+export const TOKENIZER_VERSION: string = (createRequire(import.meta.url)('gpt-tokenizer/package.json') as { version: string }).version;
 
 /** Default cache directory, `data/.cache/` at the repository root (git-ignored). */
 export const DEFAULT_CACHE_DIR = fileURLToPath(new URL('../../../data/.cache/', import.meta.url));

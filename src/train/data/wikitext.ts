@@ -47,9 +47,7 @@ export function loadSplitText(dir: string, split: WikiTextSplit): string {
   const actual = createHash('sha256').update(bytes).digest('hex');
   const expected = WIKITEXT2_SHA256[split];
   if (actual !== expected) {
-    throw new Error(
-      `WikiText-2 file ${path} is corrupt (its text has SHA-256 ${actual}, expected ${expected}): ${howToFix}.`,
-    );
+    throw new Error(`WikiText-2 file ${path} is corrupt (its text has SHA-256 ${actual}, expected ${expected}): ${howToFix}.`);
   }
   return bytes.toString('utf8');
 }
