@@ -4,7 +4,6 @@
  * safetensors format, saving and loading, and memorising a short sequence with Adam. On the CPU always;
  * on WebGPU too where an adapter exists (under CI=true a missing adapter fails instead of skipping).
  */
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +22,7 @@ import { loadModel, saveModel } from '../src/models/saved-model.js';
 import { type SeedMambaConfig, seedMambaConfig } from '../src/models/seed-mamba.js';
 import type { TransformerConfig } from '../src/models/transformer.js';
 import { Adam } from '../src/train/optim/adam.js';
+import { openWebGpu } from './webgpu-available.js';
 
 await setBackend('cpu');
 
@@ -432,22 +432,11 @@ describe('safetensors', () => {
 
 // ---- WebGPU: the same models on the GPU agree with the CPU ----
 
-const webgpuSource = new URL('../src/backends/webgpu/index.ts', import.meta.url);
-let webgpuError: unknown = null;
-if (existsSync(webgpuSource)) {
-  try {
-    await import('../src/backends/webgpu/index.js');
-    await setBackend('webgpu');
-  } catch (error) {
-    webgpuError = error;
-  }
-  await setBackend('cpu');
-}
-const onCi = process.env.CI === 'true';
+const webgpu = await openWebGpu('the models on WebGPU');
 
-describe.runIf(existsSync(webgpuSource) && (webgpuError === null || onCi))('on WebGPU', () => {
+describe.skipIf(webgpu.skip)('on WebGPU', () => {
   beforeAll(async () => {
-    if (webgpuError) throw webgpuError; // only reached under CI, where a missing adapter is a failure
+    webgpu.requireAdapter();
     await setBackend('webgpu');
   });
   afterAll(async () => {

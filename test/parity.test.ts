@@ -8,15 +8,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, crossEntropy, getBackend, matmul, setBackend, type Tensor, tensor, tidy } from '../src/index.js';
 import { makeLeaf, type OpCase, opCases } from './op-cases.js';
+import { openWebGpu } from './webgpu-available.js';
 
-let gpuError = '';
-try {
-  await setBackend('webgpu');
-} catch (e) {
-  gpuError = (e as Error).message;
-}
-const inCI = process.env.CI === 'true';
-if (gpuError && !inCI) console.warn(`Skipping the CPU/WebGPU parity suite: ${gpuError}`);
+const webgpu = await openWebGpu('the CPU/WebGPU parity suite');
 
 /** The op's output and the gradient of Σ output ⊙ w for each input, read back to the host. */
 async function run(backend: string, [, fn, specs]: OpCase): Promise<Float32Array[]> {
@@ -50,10 +44,8 @@ function relativeError(a: Float32Array, b: Float32Array): number {
   return err / scale;
 }
 
-describe.skipIf(gpuError !== '' && !inCI)('CPU / WebGPU parity', () => {
-  beforeAll(() => {
-    if (gpuError) throw new Error(`No WebGPU adapter under CI=true: ${gpuError}`);
-  });
+describe.skipIf(webgpu.skip)('CPU / WebGPU parity', () => {
+  beforeAll(webgpu.requireAdapter);
 
   it.each(opCases)('%s: forward and every input gradient agree', async (...c) => {
     const onCpu = await run('cpu', c);

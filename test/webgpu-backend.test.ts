@@ -14,22 +14,16 @@ import type { Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/back
 import type { CpuBuffer } from '../src/backends/cpu/buffer.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
 import { BufferUsage, GpuDevice } from '../src/backends/webgpu/device.js';
-import { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { ELEMENTWISE_WORKGROUP } from '../src/backends/webgpu/kernels/elementwise.js';
 import type { DType, TypedArray } from '../src/tensor/dtype.js';
 import { pcgHash, uniformAt } from '../src/tensor/random.js';
 import { contiguousStrides } from '../src/tensor/shape.js';
+import { openWebGpu } from './webgpu-available.js';
 
 const cpu = new CpuBackend();
-let gpu: WebGpuBackend | null = null;
-let unavailable = '';
-try {
-  gpu = await WebGpuBackend.create();
-} catch (e) {
-  unavailable = (e as Error).message;
-}
-const inCI = process.env.CI === 'true';
-if (!gpu && !inCI) console.warn(`Skipping the WebGPU backend tests: ${unavailable}`);
+const webgpu = await openWebGpu('the WebGPU backend tests');
+const gpu = webgpu.backend;
 
 /** The GPU backend inside tests (beforeAll has thrown if there is none). */
 const G = (): WebGpuBackend => gpu as WebGpuBackend;
@@ -133,10 +127,8 @@ const SIZES = [1, 7, 33, 1000, 4099];
 
 // ---- the suite ----
 
-describe.skipIf(!gpu && !inCI)('WebGPU backend vs the CPU backend', () => {
-  beforeAll(() => {
-    if (!gpu) throw new Error(`CI=true but there is no WebGPU adapter: ${unavailable}`);
-  });
+describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
+  beforeAll(webgpu.requireAdapter);
   afterAll(() => {
     for (const p of pairs.splice(0)) {
       cpu.free(p.cpu);

@@ -16,20 +16,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BufferHandle, ScanInputs, ScanSizes } from '../src/backends/backend.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
-import { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { chunkStatesSize } from '../src/backends/webgpu/kernels/selective-scan.js';
 import { normalAt, pcgHash } from '../src/tensor/random.js';
+import { openWebGpu } from './webgpu-available.js';
 
 const cpu = new CpuBackend();
-let gpu: WebGpuBackend | null = null;
-let unavailable = '';
-try {
-  gpu = await WebGpuBackend.create();
-} catch (e) {
-  unavailable = (e as Error).message;
-}
-const inCI = process.env.CI === 'true';
-if (!gpu && !inCI) console.warn(`Skipping the WebGPU selective-scan tests: ${unavailable}`);
+const webgpu = await openWebGpu('the WebGPU selective-scan tests');
+const gpu = webgpu.backend;
 
 const G = (): WebGpuBackend => gpu as WebGpuBackend;
 
@@ -136,10 +130,8 @@ async function compare(sizes: ScanSizes, seed: number, save = true): Promise<voi
   }
 }
 
-describe.skipIf(!gpu && !inCI)('WebGPU selective scan vs the CPU definition', () => {
-  beforeAll(() => {
-    if (!gpu) throw new Error(`CI=true but there is no WebGPU adapter: ${unavailable}`);
-  });
+describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () => {
+  beforeAll(webgpu.requireAdapter);
   afterAll(() => {
     gpu?.destroy();
   });
