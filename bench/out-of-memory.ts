@@ -9,6 +9,7 @@
  * - on the CPU, V8 cannot allocate the typed array.
  */
 import type { Backend } from '../src/backends/backend.js';
+import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 
 const DOES_NOT_FIT = [
   /more than this GPU can bind/i, // buffer-pool.ts
@@ -32,15 +33,17 @@ export function errorMessage(error: unknown): string {
  * After a failed point: lets the backend report what is left of the failure. A GPU error is reported
  * after the fact, and the work queued with the failed op may raise further errors at the next sync;
  * they belong to the failed point, not to the next one. The failed point's tensors were freed by its
- * `tidy`.
+ * `tidy`; on the GPU, the pool's idle buffers are then destroyed too, so that memory the failed point
+ * grabbed (and any buffer the driver could not back) is not handed to the next point.
  */
 export async function settleAfterFailure(backend: Backend): Promise<void> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       await backend.sync();
-      return;
+      break;
     } catch {
       // an error of the failed point's queued work; sync again until the queue is clean
     }
   }
+  if (backend instanceof WebGpuBackend) backend.trim();
 }
