@@ -68,6 +68,23 @@ const NO_ADAPTER =
 /** Dawn flags from the environment, e.g. `WEBGPU_FLAGS="backend=vulkan"` (as scripts/webgpu-info.mjs reads them). */
 const flagsFromEnv = (): string[] => (process.env.WEBGPU_FLAGS ?? '').split(/\s+/).filter(Boolean);
 
+/**
+ * Dawn hides `shader-f16` on NVIDIA's Vulkan driver unless this toggle is on (Dawn's
+ * PhysicalDeviceVk.cpp, crbug.com/42251215: some f16 *arithmetic* conformance tests fail there). We
+ * use f16 only to store tensors, loading and storing halves and computing in f32, which is the
+ * well-trodden part; with the toggle the H200 exposed the feature and an f16 kernel gave correct
+ * results. Other drivers ignore the toggle.
+ */
+const NVIDIA_F16_TOGGLE = 'vulkan_enable_f16_on_nvidia';
+
+/** `flags` with the NVIDIA f16 toggle added to (or as) the `enable-dawn-features=` list. */
+function withF16Toggle(flags: string[]): string[] {
+  const prefix = 'enable-dawn-features=';
+  const i = flags.findIndex((f) => f.startsWith(prefix));
+  if (i < 0) return [...flags, prefix + NVIDIA_F16_TOGGLE];
+  return flags.map((f, j) => (j === i ? `${f},${NVIDIA_F16_TOGGLE}` : f));
+}
+
 export class GpuDevice {
   private firstError: string | null = null;
   private destroyed = false;
@@ -93,7 +110,7 @@ export class GpuDevice {
   static async open(flags: string[] = flagsFromEnv()): Promise<GpuDevice> {
     // Imported here, not at the top, so that merely registering the backend does not load Dawn.
     const { create } = await import('webgpu');
-    const instance = create(flags);
+    const instance = create(withF16Toggle(flags));
     instances.add(instance);
     const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new Error(NO_ADAPTER);
