@@ -23,6 +23,7 @@ import { crc32, encodePng } from '../src/train/plot/png.js';
 import { formatDuration, ProgressBar } from '../src/train/progress.js';
 import type { LogEntry } from '../src/train/run-log.js';
 import { sampleToken } from '../src/train/sample.js';
+import { openWebGpu } from './webgpu-available.js';
 
 /** Lets a test make the next safetensors write fail *after* its file is complete (a crash mid-checkpoint). */
 const crash = vi.hoisted(() => ({ afterWriting: null as string | null }));
@@ -263,8 +264,22 @@ async function weightsOf(model: LanguageModel): Promise<Map<string, Float32Array
   return out;
 }
 
-describe('training loop', () => {
-  it('lowers the loss over a few dozen steps on a tiny Mamba and a tiny Transformer', async () => {
+const webgpu = await openWebGpu('the training loop on WebGPU');
+
+// The loop's tests run on the CPU and, as the CI's short training run, on WebGPU (lavapipe there).
+describe.each([
+  ['cpu', false],
+  ['webgpu', webgpu.skip],
+] as const)('training loop on %s', (backend, skip) => {
+  beforeAll(async () => {
+    if (skip) return;
+    if (backend === 'webgpu') webgpu.requireAdapter();
+    await setBackend(backend);
+  });
+  afterAll(async () => {
+    await setBackend('cpu');
+  });
+  it.skipIf(skip)('lowers the loss over a few dozen steps on a tiny Mamba and a tiny Transformer', async () => {
     for (const model of ['mamba-tiny', 'transformer-tiny'] as const) {
       const config = tinyConfig({ model, arch: presets[model], maxSteps: 40, logEvery: 10, optimizer: 'adam', warmupSteps: 4 });
       const dir = tempDir();
@@ -282,7 +297,7 @@ describe('training loop', () => {
     }
   });
 
-  it('accumulates gradients: 2 micro-batches of 2 equal one batch of 4', async () => {
+  it.skipIf(skip)('accumulates gradients: 2 micro-batches of 2 equal one batch of 4', async () => {
     const run = async (overrides: Partial<TrainConfig>): Promise<Map<string, Float32Array>> => {
       const config = tinyConfig({ maxSteps: 3, clipNorm: 0, ...overrides });
       const net = freshModel(config);
@@ -303,7 +318,7 @@ describe('training loop', () => {
     expect(largest).toBeLessThan(1e-4); // vs. steps of ~lr = 1e-2
   });
 
-  it('keeps memory flat over 200 steps', async () => {
+  it.skipIf(skip)('keeps memory flat over 200 steps', async () => {
     const config = tinyConfig({ maxSteps: 200, logEvery: 10, batchSize: 2, seqLen: 8, evalTokens: 32 });
     const net = freshModel(config);
     const live: number[] = [];
