@@ -127,6 +127,14 @@ describe('errors are one clear sentence', () => {
     );
   });
 
+  it('backward after tidy() freed the graph says where to call it', () => {
+    const w = tensor([1, 2]).requireGrad();
+    const loss = tidy(() => w.mul(3).tanh().sum());
+    expect(() => loss.backward()).toThrow(
+      'backward: an input of sum was disposed (by dispose() or a tidy() scope) before backward; call backward inside the scope that built the graph.',
+    );
+  });
+
   it('using a disposed tensor says so', () => {
     const x = ones([2]);
     x.dispose();

@@ -23,7 +23,15 @@ function topologicalOrder(root: Tensor): Tensor[] {
     if (seen.has(t)) continue;
     seen.add(t);
     stack.push([t, true]);
-    for (const input of t.gradFn?.inputs ?? []) if (input.requiresGrad && !seen.has(input)) stack.push([input, false]);
+    for (const input of t.gradFn?.inputs ?? []) {
+      if (!input.requiresGrad || seen.has(input)) continue;
+      if (input.isDisposed) {
+        throw new Error(
+          `backward: an input of ${t.gradFn?.name} was disposed (by dispose() or a tidy() scope) before backward; call backward inside the scope that built the graph.`,
+        );
+      }
+      stack.push([input, false]);
+    }
   }
   return order;
 }
