@@ -77,49 +77,32 @@ export interface BackendChoice {
 }
 
 /**
- * Whether a hardware GPU adapter exists, without opening a device: null when there is one, else why
- * not. A *fallback* adapter (a software renderer such as Mesa's llvmpipe or SwiftShader, which
- * `npm run setup` installs on machines without a GPU) does not count: emulating a GPU on the same
- * cores is slower than the CPU backend.
- */
-async function noHardwareGpu(): Promise<string | null> {
-  try {
-    const { create } = await import('webgpu');
-    const flags = (process.env.WEBGPU_FLAGS ?? '').split(/\s+/).filter(Boolean); // as the backend reads them
-    const adapter = await create(flags).requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) return 'no WebGPU adapter was found';
-    if (adapter.info.isFallbackAdapter) {
-      return `the only WebGPU adapter is a software renderer (${adapter.info.description || adapter.info.device}); pass --backend webgpu to use it anyway`;
-    }
-    return null;
-  } catch (error) {
-    return `WebGPU is unavailable (${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')})`;
-  }
-}
-
-/**
  * Activates the backend: the requested one, or by default WebGPU when a hardware adapter exists and
  * the CPU backend otherwise. Returns the choice with its reason (the adapter, for WebGPU).
  */
 export async function chooseBackend(requested: 'cpu' | 'webgpu' | undefined): Promise<BackendChoice> {
-  if (requested === undefined) {
-    const why = await noHardwareGpu();
-    if (why !== null) {
-      await setBackend('cpu');
-      return { name: 'cpu', reason: why };
-    }
-  }
   if (requested === 'cpu') {
     await setBackend('cpu');
     return { name: 'cpu', reason: 'as requested' };
   }
+  let gpu: WebGpuBackend;
   try {
     await import('../backends/webgpu/index.js'); // registers 'webgpu'
-    const gpu = (await setBackend('webgpu')) as WebGpuBackend;
-    return { name: 'webgpu', reason: gpu.adapterDescription() };
+    gpu = (await setBackend('webgpu')) as WebGpuBackend;
   } catch (error) {
-    throw new UsageError(
-      `The WebGPU backend is unavailable: ${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')}.`,
-    );
+    const why = (error instanceof Error ? error.message : String(error)).replace(/\.$/, '');
+    if (requested === 'webgpu') throw new UsageError(`The WebGPU backend is unavailable: ${why}.`);
+    await setBackend('cpu');
+    return { name: 'cpu', reason: `WebGPU is unavailable (${why})` };
   }
+  // A software renderer (what `npm run setup` installs on machines without a GPU) emulates the GPU
+  // on the same cores, which is slower than the CPU backend: use it only when asked for.
+  if (requested === undefined && gpu.isSoftware) {
+    await setBackend('cpu');
+    return {
+      name: 'cpu',
+      reason: `the only WebGPU adapter is a software renderer (${gpu.adapterDescription()}); pass --backend webgpu to use it anyway`,
+    };
+  }
+  return { name: 'webgpu', reason: gpu.adapterDescription() };
 }

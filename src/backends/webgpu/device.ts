@@ -138,6 +138,11 @@ export class GpuDevice {
     return new GpuDevice(instance, device, adapter.info, limits, features);
   }
 
+  /** True for a software renderer (Mesa's lavapipe, SwiftShader): a GPU emulated on the CPU's cores. */
+  get isSoftware(): boolean {
+    return this.info.isFallbackAdapter === true;
+  }
+
   /** One line naming the GPU, for the CLI: vendor, architecture, device and driver description. */
   adapterDescription(): string {
     const { vendor, architecture, device, description } = this.info;

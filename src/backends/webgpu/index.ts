@@ -86,6 +86,11 @@ export class WebGpuBackend implements Backend {
     return new WebGpuBackend(await GpuDevice.open(flags));
   }
 
+  /** True when the adapter is a software renderer (see GpuDevice.isSoftware). */
+  get isSoftware(): boolean {
+    return this.gpu.isSoftware;
+  }
+
   /** The GPU in one line (vendor, architecture, device, driver), for the CLI to print. */
   adapterDescription(): string {
     return this.gpu.adapterDescription();
