@@ -9,14 +9,14 @@
  * prints progress as it goes, and exits with 1 if a measurement failed for a reason other than
  * running out of memory.
  */
-import { writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backends/registry.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
-import { chooseBackend, choiceFlag, describeParseError, integerFlag, runCli } from '../src/train/cli-support.js';
+import { choiceFlag, chooseBackend, describeParseError, integerFlag, runCli } from '../src/train/cli-support.js';
 import type { BenchOptions, DeviceClass, SuiteContext } from './context.js';
 import { runKernelsSuite } from './kernels.js';
 import { runScalingSuite } from './scaling.js';
@@ -64,11 +64,12 @@ const SUITES = {
   train: runTrainSuite,
 } as const;
 
-/** Software renderers that expose WebGPU on the CPU's cores (as src/train/cli-support.ts recognises them). */
-const SOFTWARE_ADAPTER = /\bsoftware\b|llvmpipe|lavapipe|swiftshader/i;
-
 /** Like 2026-11-29T23-40-12Z: sortable, and valid in a path on every OS. */
-const timestamp = (): string => new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+const timestamp = (): string =>
+  new Date()
+    .toISOString()
+    .replace(/\.\d+Z$/, 'Z')
+    .replace(/:/g, '-');
 
 async function main(): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
@@ -97,8 +98,9 @@ async function main(): Promise<number> {
   let hardware: string;
   let device: DeviceClass;
   if (choice.name === 'webgpu') {
-    hardware = (backend as WebGpuBackend).adapterDescription();
-    device = SOFTWARE_ADAPTER.test(hardware) ? 'software' : 'gpu';
+    const gpu = backend as WebGpuBackend;
+    hardware = gpu.adapterDescription();
+    device = gpu.isSoftware ? 'software' : 'gpu';
   } else {
     const cores = cpus();
     hardware = `${cores[0]?.model.trim() ?? 'unknown CPU'} (${cores.length} cores; the CPU backend uses one)`;

@@ -70,7 +70,13 @@ export interface KernelsResult {
   referenceFlops: { value: number; what: string };
 }
 
-const contiguous = (buffer: BufferHandle, shape: number[]): View => ({ buffer, dtype: 'float32', shape, strides: contiguousStrides(shape), offset: 0 });
+const contiguous = (buffer: BufferHandle, shape: number[]): View => ({
+  buffer,
+  dtype: 'float32',
+  shape,
+  strides: contiguousStrides(shape),
+  offset: 0,
+});
 
 export async function runKernelsSuite(ctx: SuiteContext): Promise<KernelsResult> {
   const { backend, options } = ctx;
@@ -180,7 +186,12 @@ export async function runKernelsSuite(ctx: SuiteContext): Promise<KernelsResult>
   println(ctx);
   let selectiveScan: SelectiveScanBenchResult | null = null;
   if (backend instanceof WebGpuBackend) {
-    selectiveScan = await runSelectiveScanBench({ quick: options.quick, repeats: options.repeats, print: (line) => println(ctx, line), backend });
+    selectiveScan = await runSelectiveScanBench({
+      quick: options.quick,
+      repeats: options.repeats,
+      print: (line) => println(ctx, line),
+      backend,
+    });
   } else {
     println(ctx, 'selective scan: skipped; bench/selective-scan.ts measures the WebGPU kernels (run with --backend webgpu)');
   }

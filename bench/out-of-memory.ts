@@ -9,7 +9,6 @@
  * - on the CPU, V8 cannot allocate the typed array.
  */
 import type { Backend } from '../src/backends/backend.js';
-import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 
 const DOES_NOT_FIT = [
   /more than this GPU can bind/i, // buffer-pool.ts
@@ -33,8 +32,8 @@ export function errorMessage(error: unknown): string {
  * After a failed point: lets the backend report what is left of the failure. A GPU error is reported
  * after the fact, and the work queued with the failed op may raise further errors at the next sync;
  * they belong to the failed point, not to the next one. The failed point's tensors were freed by its
- * `tidy`; on the GPU, the pool's idle buffers are then destroyed too, so that memory the failed point
- * grabbed (and any buffer the driver could not back) is not handed to the next point.
+ * `tidy`; a pooling backend (the GPU's) then also destroys its idle buffers, so that the memory the
+ * failed point grabbed (and any buffer the driver could not back) is not handed to the next point.
  */
 export async function settleAfterFailure(backend: Backend): Promise<void> {
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -45,5 +44,5 @@ export async function settleAfterFailure(backend: Backend): Promise<void> {
       // an error of the failed point's queued work; sync again until the queue is clean
     }
   }
-  if (backend instanceof WebGpuBackend) backend.trim();
+  backend.trim?.();
 }

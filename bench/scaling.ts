@@ -24,7 +24,7 @@ import { uniformAt } from '../src/tensor/random.js';
 import { tidy } from '../src/tensor/scope.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { type Series, writeLineChart } from '../src/train/plot/plot.js';
-import { type SuiteContext, println } from './context.js';
+import { println, type SuiteContext } from './context.js';
 import { fitPowerLaw, type PowerLawFit } from './fit.js';
 import { errorMessage, isOutOfMemory, settleAfterFailure } from './out-of-memory.js';
 import { formatNumber, formatTable } from './table.js';
@@ -90,7 +90,8 @@ interface NamedModel {
  * it sizes only the position table, so it changes no cost but lets the long lengths run at all.
  */
 function buildModels(which: 'seed' | 'full', longest: number): NamedModel[] {
-  const [mamba, transformer] = which === 'seed' ? (['seed-mamba', 'seed-transformer'] as const) : (['mamba-small', 'transformer-small'] as const);
+  const [mamba, transformer] =
+    which === 'seed' ? (['seed-mamba', 'seed-transformer'] as const) : (['mamba-small', 'transformer-small'] as const);
   const tConfig = presets[transformer];
   return [
     { name: mamba, model: createModel(mamba).eval() },
@@ -113,7 +114,10 @@ export async function runScalingSuite(ctx: SuiteContext): Promise<ScalingResult>
   const models = buildModels(options.models, Math.max(...lengths));
 
   println(ctx, `Scaling: forward pass (noGrad, eval) of ${models.map((m) => m.name).join(' vs ')}`);
-  println(ctx, `lengths ${lengths.join(', ')}; batch ${batches.join(' and ')}; ${warmup} warm-up + median of up to ${repeats} timed runs per point`);
+  println(
+    ctx,
+    `lengths ${lengths.join(', ')}; batch ${batches.join(' and ')}; ${warmup} warm-up + median of up to ${repeats} timed runs per point`,
+  );
   println(ctx);
 
   const points: ScalingPoint[] = [];
@@ -124,7 +128,9 @@ export async function runScalingSuite(ctx: SuiteContext): Promise<ScalingResult>
     for (const length of lengths) {
       const ids = tensor(randomIds(batch, length, models[0]!.model.config.vocabSize), [batch, length], { dtype: 'int32' });
       for (const { name, model } of models) {
-        ctx.out.write(`  [${points.length + 1}/${total}] ${name.padEnd(18)} batch ${String(batch).padStart(3)}  length ${String(length).padStart(6)}  `);
+        ctx.out.write(
+          `  [${points.length + 1}/${total}] ${name.padEnd(18)} batch ${String(batch).padStart(3)}  length ${String(length).padStart(6)}  `,
+        );
         const key = `${name}/${batch}`;
         const failedAt = tooLong.get(key);
         let point: ScalingPoint;
@@ -215,7 +221,8 @@ function printTable(ctx: SuiteContext, models: NamedModel[], batch: number, poin
   const [m, t] = models.map((x) => x.name) as [string, string];
   const find = (model: string, length: number): ScalingPoint | undefined =>
     points.find((p) => p.model === model && p.batch === batch && p.length === length);
-  const time = (p: ScalingPoint | undefined): string => (p?.status === 'ok' ? formatNumber(p.medianMs as number) : p?.status === 'error' ? 'error' : 'OOM');
+  const time = (p: ScalingPoint | undefined): string =>
+    p?.status === 'ok' ? formatNumber(p.medianMs as number) : p?.status === 'error' ? 'error' : 'OOM';
   const memory = (p: ScalingPoint | undefined): string => (p?.status === 'ok' ? mib(p.forwardBytes as number) : '-');
   const lengths = [...new Set(points.filter((p) => p.batch === batch).map((p) => p.length))];
   const rows = lengths.map((length) => {
@@ -231,7 +238,12 @@ function printTable(ctx: SuiteContext, models: NamedModel[], batch: number, poin
   for (const name of [m, t]) {
     const fit = fits.find((f) => f.model === name && f.batch === batch);
     const range = fit ? `${Math.min(...fit.lengths)}-${Math.max(...fit.lengths)}` : '';
-    println(ctx, fit ? `growth exponent of ${name}: time ~ L^${fit.k.toFixed(2)} (least squares over lengths ${range})` : `growth exponent of ${name}: too few points to fit`);
+    println(
+      ctx,
+      fit
+        ? `growth exponent of ${name}: time ~ L^${fit.k.toFixed(2)} (least squares over lengths ${range})`
+        : `growth exponent of ${name}: too few points to fit`,
+    );
   }
 }
 
@@ -247,24 +259,32 @@ async function writePlots(ctx: SuiteContext, models: NamedModel[], batches: numb
   const width = 1200;
   const title = (what: string): string => asciiTitle(`${what} - ${ctx.backendName} on ${ctx.hardware}`, width);
   const files = ['scaling.png', 'memory.png'];
-  await writeLineChart(join(ctx.outDir, files[0]!), series((p) => p.medianMs as number), {
-    title: title('Forward time vs sequence length'),
-    xLabel: 'sequence length (tokens)',
-    yLabel: 'forward time (ms)',
-    logX: true,
-    logY: true,
-    width,
-    height: 750,
-  });
-  await writeLineChart(join(ctx.outDir, files[1]!), series((p) => (p.forwardBytes as number) / 2 ** 20), {
-    title: title('Forward memory vs sequence length'),
-    xLabel: 'sequence length (tokens)',
-    yLabel: 'memory held by the forward pass (MiB)',
-    logX: true,
-    logY: true,
-    width,
-    height: 750,
-  });
+  await writeLineChart(
+    join(ctx.outDir, files[0]!),
+    series((p) => p.medianMs as number),
+    {
+      title: title('Forward time vs sequence length'),
+      xLabel: 'sequence length (tokens)',
+      yLabel: 'forward time (ms)',
+      logX: true,
+      logY: true,
+      width,
+      height: 750,
+    },
+  );
+  await writeLineChart(
+    join(ctx.outDir, files[1]!),
+    series((p) => (p.forwardBytes as number) / 2 ** 20),
+    {
+      title: title('Forward memory vs sequence length'),
+      xLabel: 'sequence length (tokens)',
+      yLabel: 'memory held by the forward pass (MiB)',
+      logX: true,
+      logY: true,
+      width,
+      height: 750,
+    },
+  );
   return files;
 }
 

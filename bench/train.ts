@@ -19,7 +19,7 @@ import { DEFAULTS } from '../src/train/config.js';
 import type { TokenBatch } from '../src/train/data/batches.js';
 import { Adam } from '../src/train/optim/adam.js';
 import { trainStep } from '../src/train/step.js';
-import { type SuiteContext, println } from './context.js';
+import { println, type SuiteContext } from './context.js';
 import { errorMessage, isOutOfMemory, settleAfterFailure } from './out-of-memory.js';
 import { formatNumber, formatTable } from './table.js';
 import { timeFinished } from './timing.js';
@@ -101,7 +101,9 @@ export async function runTrainSuite(ctx: SuiteContext): Promise<TrainResult> {
         blocks: timing.samplesMs.length,
         meanLoss,
       };
-      ctx.out.write(`${formatNumber(m.tokensPerSec as number)} tokens/s, ${formatNumber(m.msPerStep as number)} ms/step, mean loss ${meanLoss.toFixed(3)}\n`);
+      ctx.out.write(
+        `${formatNumber(m.tokensPerSec as number)} tokens/s, ${formatNumber(m.msPerStep as number)} ms/step, mean loss ${meanLoss.toFixed(3)}\n`,
+      );
     } catch (error) {
       await settleAfterFailure(backend);
       m = { model: name, status: isOutOfMemory(error) ? 'out of memory' : 'error', message: errorMessage(error) };
