@@ -34,8 +34,9 @@ export function unbroadcast(g: Tensor, shape: Shape): Tensor {
   if (shapesEqual(g.shape, shape)) return g;
   const lead = g.rank - shape.length;
   const axes: number[] = [];
-  for (let i = 0; i < g.rank; i++) if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
-  return reshape(g.sum(axes, false), shape);
+  // Axes where g has size 1 need no sum, only the reshape (a batch of 1 costs nothing).
+  for (let i = 0; i < g.rank; i++) if (g.shape[i] !== 1 && (i < lead || shape[i - lead] === 1)) axes.push(i);
+  return reshape(axes.length > 0 ? g.sum(axes, false) : g, shape);
 }
 
 function unaryKernel(op: UnaryOp, x: Tensor): Tensor {
