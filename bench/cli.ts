@@ -13,10 +13,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { getBackend } from '../src/backends/registry.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
-import { choiceFlag, chooseBackend, describeParseError, integerFlag, runCli } from '../src/train/cli-support.js';
+import { choiceFlag, chooseBackend, integerFlag, parseFlags, runCli } from '../src/train/cli-support.js';
 import type { BenchOptions, DeviceClass, SuiteContext } from './context.js';
 import { runKernelsSuite } from './kernels.js';
 import { runScalingSuite } from './scaling.js';
@@ -72,13 +71,8 @@ const timestamp = (): string =>
     .replace(/:/g, '-');
 
 async function main(): Promise<number> {
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
-  try {
-    parsed = parseArgs({ options: OPTIONS, strict: true, allowPositionals: false });
-  } catch (error) {
-    throw describeParseError(error);
-  }
-  const flags = parsed.values;
+  const parsedValues = parseFlags(OPTIONS);
+  const flags = parsedValues;
   if (flags.help) {
     process.stdout.write(HELP);
     return 0;

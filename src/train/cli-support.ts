@@ -5,6 +5,7 @@
  * Exit codes: 0 success; 1 a failure while running; 2 bad input (a flag, a missing or corrupt file, a
  * checkpoint that does not fit) — detected before anything is written; 130 stopped by Ctrl-C.
  */
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import '../backends/cpu/index.js'; // registers 'cpu'
 import { setBackend } from '../backends/registry.js';
 import type { WebGpuBackend } from '../backends/webgpu/index.js';
@@ -62,12 +63,23 @@ export function choiceFlag<T extends string>(name: string, value: string, choice
 }
 
 /** parseArgs' errors (unknown flag, missing value) as one sentence. */
-export function describeParseError(error: unknown): UsageError {
+function describeParseError(error: unknown): UsageError {
   const message = error instanceof Error ? error.message : String(error);
   const flag = /'(--?[\w-]+)/.exec(message)?.[1];
   if (flag && /Unknown option/.test(message)) return new UsageError(`Unknown option ${flag}; see --help.`);
   if (flag && /argument missing/.test(message)) return new UsageError(`Option ${flag} needs a value; see --help.`);
   return new UsageError(`${message.split('. ')[0]?.replace(/\.$/, '')}; see --help.`);
+}
+
+/** The command line's flags against `options` (no positionals), or a one-sentence UsageError. */
+export function parseFlags<O extends NonNullable<ParseArgsConfig['options']>>(
+  options: O,
+): ReturnType<typeof parseArgs<{ options: O }>>['values'] {
+  try {
+    return parseArgs({ options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw describeParseError(error);
+  }
 }
 
 export interface BackendChoice {

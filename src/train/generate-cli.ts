@@ -2,11 +2,10 @@
  * `npm run generate -- --checkpoint DIR --prompt "..."`: continues a prompt with a trained model.
  * DIR is a run directory (its newest checkpoint is used) or one checkpoint directory.
  */
-import { parseArgs } from 'node:util';
 import { decode, encode } from 'gpt-tokenizer/encoding/r50k_base';
 import { loadModel } from '../models/saved-model.js';
 import { findCheckpoint } from './checkpoint.js';
-import { choiceFlag, chooseBackend, describeParseError, integerFlag, numberFlag, runCli, UsageError } from './cli-support.js';
+import { choiceFlag, chooseBackend, integerFlag, numberFlag, parseFlags, runCli, UsageError } from './cli-support.js';
 import { generateTokens } from './generate.js';
 
 /** GPT-2's end-of-text token: the start of a document, used when the prompt is empty. */
@@ -37,12 +36,7 @@ const OPTIONS = {
 } as const;
 
 async function main(): Promise<number> {
-  let values: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
-  try {
-    ({ values } = parseArgs({ options: OPTIONS, strict: true, allowPositionals: false }));
-  } catch (error) {
-    throw describeParseError(error);
-  }
+  const values = parseFlags(OPTIONS);
   if (values.help) {
     process.stdout.write(`${HELP}\n`);
     return 0;

@@ -4,11 +4,10 @@
  * cli.ts; Ctrl-C arrives as `interruptSignal()`. Run with --help for the options and defaults.
  */
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { createModel, type PresetName, presets } from '../models/presets.js';
 import { manualSeed } from '../tensor/random.js';
 import { type Checkpoint, findCheckpoint, loadCheckpoint } from './checkpoint.js';
-import { choiceFlag, chooseBackend, describeParseError, durationFlag, integerFlag, numberFlag, runCli, UsageError } from './cli-support.js';
+import { choiceFlag, chooseBackend, durationFlag, integerFlag, numberFlag, parseFlags, runCli, UsageError } from './cli-support.js';
 import { DEFAULTS, plannedSteps, type TrainConfig } from './config.js';
 import { TokenBatcher } from './data/batches.js';
 import { loadSplitTokens, WIKITEXT2_DIR } from './data/wikitext.js';
@@ -159,13 +158,8 @@ function loadData(): Splits {
 const timestamp = (): string => new Date().toISOString().slice(0, 19).replace('T', '-').replace(/:/g, '');
 
 async function main(): Promise<number> {
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
-  try {
-    parsed = parseArgs({ options: OPTIONS, strict: true, allowPositionals: false });
-  } catch (error) {
-    throw describeParseError(error);
-  }
-  const { resume: resuming = false, help = false, ...flags } = parsed.values as Flags & { resume?: boolean; help?: boolean };
+  const parsedValues = parseFlags(OPTIONS);
+  const { resume: resuming = false, help = false, ...flags } = parsedValues as Flags & { resume?: boolean; help?: boolean };
   if (help) {
     process.stdout.write(`${HELP}\n`);
     return 0;
