@@ -62,8 +62,10 @@ import {
   fitTiling,
   Loops,
   runSelectiveScan,
+  SCAN_FIELDS,
   type ScanBuffers,
   type ScanDevice,
+  type ScanParams,
   type ScanTiling,
   scanParams,
   stateInput,
@@ -99,15 +101,9 @@ const backwardSharedBytes = (t: ScanTiling, N: number): number =>
 export const backwardTiling = (N: number, device: ScanDevice): ScanTiling =>
   fitTiling(BACKWARD_ROWS, BACKWARD_SEGS, MAX_GROUP, N, (t) => backwardSharedBytes(t, N), device);
 
-type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'states' | 'one' | 'offsetB' | 'offsetC' | 'partSize';
+type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize';
 const params = new ParamStruct<Field>([
-  ['dim', 'u32'],
-  ['len', 'u32'],
-  ['nChunks', 'u32'],
-  ['tilesPerBatch', 'u32'],
-  ['tiles', 'u32'],
-  ['states', 'u32'], // N again, as a uniform
-  ['one', 'u32'], // 1, as a uniform (see Loops)
+  ...SCAN_FIELDS,
   ['offsetB', 'u32'], // where B and C start in the packed A|B|C buffer
   ['offsetC', 'u32'],
   ['partSize', 'u32'], // floats of dB's partials (C's follow, then A's)

@@ -68,7 +68,7 @@ import type { PooledBuffer } from '../buffer-pool.js';
 import type { GpuDevice } from '../device.js';
 import type { Executor, Kernel } from '../executor.js';
 import { gpuBufferOf } from '../handle.js';
-import { ParamStruct } from '../params.js';
+import { ParamStruct, type ParamType } from '../params.js';
 import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import { runFill } from './fill.js';
 
@@ -324,7 +324,8 @@ export const stateInput = (array: string, start: string, n: string, t: string, d
 export type ForwardMode = 'y' | 'y+states' | 'states';
 
 type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'states' | 'one';
-const params = new ParamStruct<Field>([
+/** The parameters every scan kernel starts with (the backward appends its own). */
+export const SCAN_FIELDS: readonly (readonly [Field, ParamType])[] = [
   ['dim', 'u32'],
   ['len', 'u32'],
   ['nChunks', 'u32'],
@@ -332,7 +333,8 @@ const params = new ParamStruct<Field>([
   ['tiles', 'u32'],
   ['states', 'u32'], // N again, as a uniform
   ['one', 'u32'], // 1, as a uniform (see Loops)
-]);
+];
+const params = new ParamStruct<Field>(SCAN_FIELDS);
 
 export type ScanParams = Readonly<Record<Field, number>>;
 
