@@ -412,7 +412,7 @@ export function runSelectiveScanGrad(
   let states = chunkStates;
   if (!states) {
     states = temp(4 * chunkStatesSize(sizes));
-    runSelectiveScan(exec, x, dtype, sizes, device, { y: null, chunkStates: states });
+    runSelectiveScan(exec, pool, x, dtype, sizes, device, { y: null, chunkStates: states });
   }
 
   // A | B | C side by side (see the file comment).

@@ -56,6 +56,29 @@
  * Steps past len (a partial last chunk) and rows past dim (a partial last tile) get Δ = 0, u = 0,
  * the identity (1, 0): they leave the state alone, so neither needs a branch around the scan.
  *
+ * ## Few rows, long sequences
+ *
+ * A tile walks its chunks one after another, so batch·dim / rows tiles are all the parallelism there
+ * is: one 16,384-token sequence of the seed model (batch 1, d_model 128) is 4 workgroups on a GPU
+ * with 132 multiprocessors, each walking 256 chunks. When the tiles are fewer than BUSY_WORKGROUPS,
+ * each row is cut into `blocks` runs of `blockChunks` consecutive chunks, and the scan is applied
+ * once more, one level up, with the blocks as its elements:
+ *
+ *     row:        [ block 0 ][ block 1 ][ block 2 ][ block 3 ]
+ *     1. totals:  T0         T1         T2         T3            each block from h = 0, all at once
+ *     2. carry:   h0 = 0 ──T0──► h1 ──T1──► h2 ──T2──► h3        per (row, n), sequential over blocks
+ *     3. scan:    [ from h0 ][ from h1 ][ from h2 ][ from h3 ]   each block again, from its h, all at once
+ *
+ * 1. Mode 'totals' runs the chunks of each block from h = 0 and writes the block's total (Π ā, the
+ *    state reached): Π ā over the block is exp(A·ΣΔ), so only ΣΔ per row needs collecting.
+ * 2. The carry kernel composes the totals along each row and writes the state entering each block
+ *    where that block's first chunk state goes, in chunkStates.
+ * 3. The usual kernel, each block's tile starting from that state instead of 0, writes y (and the
+ *    other chunk states, which the backward wants anyway).
+ *
+ * The first pass is half a scan (one exp per step, no C, no y), so a row costs 1.5 scans' work
+ * spread over `blocks` times as many workgroups. Rows that fill the GPU run as one block, as before.
+ *
  * ## What the backward gets
  *
  * The state entering every chunk, `chunkStates` (batch, dim, nChunks, N), f32, when asked for: the
@@ -64,7 +87,7 @@
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanInputs, ScanSizes } from '../../backend.js';
-import type { PooledBuffer } from '../buffer-pool.js';
+import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
 import type { GpuDevice } from '../device.js';
 import type { Executor, Kernel } from '../executor.js';
 import { gpuBufferOf } from '../handle.js';
@@ -302,7 +325,9 @@ export const scanDevice = (gpu: GpuDevice): ScanDevice => ({
 });
 
 /** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
-export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·tilesPerBatch + (d0 / ROWS)
+export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIndex·blocks + block
+  let tileIndex = workgroup / params.blocks; // = b·tilesPerBatch + (d0 / ROWS)
+  let block = workgroup % params.blocks;     // which run of blockChunks chunks (0 when the row is one block)
   if (tileIndex >= params.tiles) { return; } // a folded grid may have a few workgroups too many
   let b = tileIndex / params.tilesPerBatch;
   let d0 = (tileIndex % params.tilesPerBatch) * ROWS; // the tile's first channel
@@ -321,9 +346,13 @@ export const TILE_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP}; // = b·til
 export const stateInput = (array: string, start: string, n: string, t: string, dtype: DType): string =>
   `select(0.0, ${load(array, `${start}bc + (${n}) * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len)`;
 
-export type ForwardMode = 'y' | 'y+states' | 'states';
+/**
+ * What a forward dispatch writes: y (and lastState); y and the chunk states; the chunk states only
+ * (the backward's recomputation); or, per block, its total (see "Few rows, long sequences").
+ */
+export type ForwardMode = 'y' | 'y+states' | 'states' | 'totals';
 
-type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'states' | 'one';
+type Field = 'dim' | 'len' | 'nChunks' | 'tilesPerBatch' | 'tiles' | 'blocks' | 'blockChunks' | 'states' | 'one';
 /** The parameters every scan kernel starts with (the backward appends its own). */
 export const SCAN_FIELDS: readonly (readonly [Field, ParamType])[] = [
   ['dim', 'u32'],
@@ -331,6 +360,8 @@ export const SCAN_FIELDS: readonly (readonly [Field, ParamType])[] = [
   ['nChunks', 'u32'],
   ['tilesPerBatch', 'u32'],
   ['tiles', 'u32'],
+  ['blocks', 'u32'], // blocks per row (see "Few rows, long sequences")
+  ['blockChunks', 'u32'], // chunks per block
   ['states', 'u32'], // N again, as a uniform
   ['one', 'u32'], // 1, as a uniform (see Loops)
 ];
@@ -338,10 +369,22 @@ const params = new ParamStruct<Field>(SCAN_FIELDS);
 
 export type ScanParams = Readonly<Record<Field, number>>;
 
-/** The parameters every scan kernel takes for these sizes and rows per tile. */
-export function scanParams({ batch, dim, len, N }: ScanSizes, rows: number): ScanParams {
+/** The parameters every scan kernel takes for these sizes, rows per tile and blocks per row. */
+export function scanParams({ batch, dim, len, N }: ScanSizes, rows: number, blocks = 1): ScanParams {
   const tilesPerBatch = Math.ceil(dim / rows);
-  return { dim, len, nChunks: chunkCount(len), tilesPerBatch, tiles: batch * tilesPerBatch, states: N, one: 1 };
+  const nChunks = chunkCount(len);
+  const blockChunks = Math.max(1, Math.ceil(nChunks / blocks));
+  return {
+    dim,
+    len,
+    nChunks,
+    tilesPerBatch,
+    tiles: batch * tilesPerBatch,
+    blocks: Math.max(1, Math.ceil(nChunks / blockChunks)),
+    blockChunks,
+    states: N,
+    one: 1,
+  };
 }
 
 const kernels = new Map<string, Kernel<Field>>();
@@ -351,8 +394,8 @@ function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode
   let kernel = kernels.get(key);
   if (!kernel) {
     const bindings: Kernel['bindings'] =
-      mode === 'states'
-        ? ['read', 'read', 'read', 'read', 'write'] // u, delta, A, B → chunkStates
+      mode === 'states' || mode === 'totals'
+        ? ['read', 'read', 'read', 'read', 'write'] // u, delta, A, B → chunkStates or totals
         : ['read', 'read', 'read', 'read', 'read', 'write', 'write', ...(mode === 'y+states' ? (['write'] as const) : [])];
     kernel = { key, bindings, params, source: () => forwardSource(key, dtype, N, t, mode) };
     kernels.set(key, kernel);
@@ -362,8 +405,9 @@ function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode
 
 function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): string {
   const L = new Loops(t.unroll);
-  const withY = mode !== 'states';
-  const saveStates = mode !== 'y';
+  const withY = mode === 'y' || mode === 'y+states';
+  const saveStates = mode === 'y+states' || mode === 'states';
+  const totals = mode === 'totals';
   const statesBinding = withY ? 7 : 4;
   const bindings = withY
     ? [
@@ -382,6 +426,7 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
         storageBinding(3, 'B', 'read', dtype),
       ];
   if (saveStates) bindings.push(storageBinding(statesBinding, 'chunkStates', 'read_write', 'float32'));
+  if (totals) bindings.push(storageBinding(4, 'totals', 'read_write', 'float32'));
   // B and C of the group's states over the chunk, staged in workgroup memory.
   const stageBC = (array: 'B' | 'C') => `tile${array}[i] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
 
@@ -418,10 +463,32 @@ ${L.shared(
 )}
     workgroupBarrier(); // the tile is restaged by the next chunk`;
   const lastState = `
+  if (block + 1u == params.blocks) {
+    for (var i = lid; i < N * ROWS; i += THREADS) {
+      let rr = i % ROWS;
+      if (d0 + rr < params.dim) { ${store('lastState', '(b * params.dim + d0 + rr) * N + i / ROWS', 'carry[i]', dtype)} }
+    }
+  }`;
+  // The block's total (Π ā, the state it reaches from 0) per (row, n), for the carry pass. Π ā over
+  // the block is exp(A·ΣΔ): the segments' sums of Δ are added up per row through the tree arrays.
+  const writeTotals = `
+  workgroupBarrier();
+  sa[node(0u, seg, r)] = deltaSum;
+  workgroupBarrier();
   for (var i = lid; i < N * ROWS; i += THREADS) {
     let rr = i % ROWS;
-    if (d0 + rr < params.dim) { ${store('lastState', '(b * params.dim + d0 + rr) * N + i / ROWS', 'carry[i]', dtype)} }
+    if (d0 + rr < params.dim) {
+      var rowDelta = 0.0;
+      for (var k = 0u; k < SEGS; k++) { rowDelta += sa[node(0u, k, rr)]; }
+      let at = 2u * (((b * params.dim + d0 + rr) * params.blocks + block) * N + i / ROWS);
+      totals[at] = exp(A[(d0 + rr) * N + i / ROWS] * rowDelta);
+      totals[at + 1u] = carry[i];
+    }
   }`;
+  // A block after the first starts from the state the carry pass left in chunkStates.
+  const initCarry = saveStates
+    ? `carry[i] = select(0.0, chunkStates[min(((b * params.dim + d0 + i % ROWS) * params.nChunks + cBegin) * N + i / ROWS, arrayLength(&chunkStates) - 1u)], block > 0u && d0 + i % ROWS < params.dim);`
+    : 'carry[i] = 0.0;';
   const save = saveStates
     ? `if (d0 + rr < params.dim) { chunkStates[((b * params.dim + d0 + rr) * params.nChunks + c) * N + n] = hIn; }`
     : '';
@@ -443,11 +510,15 @@ ${treeDeclarations(['s'])}
 fn main(${GRID_BUILTINS}) {
 ${TILE_PROLOGUE}
 
-  for (var i = lid; i < N * ROWS; i += THREADS) { carry[i] = 0.0; } // h_0 = 0
+  let cBegin = block * params.blockChunks;
+  let cEnd = min(params.nChunks, cBegin + params.blockChunks);
+  for (var i = lid; i < N * ROWS; i += THREADS) {
+    ${initCarry}
+  }
 ${withY ? '  var acc: array<f32, STEPS>; // y of this segment, summed over the states\n' : ''}  var dt: array<f32, STEPS>;  // Δ of this invocation's segment
   var dtu: array<f32, STEPS>; // Δ·u
-
-  for (var c = 0u; c < params.nChunks; c++) {
+${totals ? '  var deltaSum = 0.0;         // Σ Δ over this segment in every chunk of the block\n' : ''}
+  for (var c = cBegin; c < cEnd; c++) {
     let t0 = c * CHUNK;
     // 1. Stage Δ and Δ·u, consecutive invocations reading consecutive steps of a row (0 past dim
     //    or len: the clamped index keeps the load in bounds, the select drops it).
@@ -511,8 +582,8 @@ ${upSweep(['s'])}
           : `
       // Without y the chunk is done once carry has moved on; the next group restages tileB.`
       }
-    }${withY ? writeY : ''}
-  }${withY ? lastState : ''}
+    }${withY ? writeY : ''}${totals ? `\n${L.steps(t.steps, (j) => `deltaSum += dt[${j}];`, '    ')}` : ''}
+  }${withY ? lastState : ''}${totals ? writeTotals : ''}
 }
 `;
 }
@@ -540,12 +611,65 @@ export function scanBuffers(x: ScanInputs, { batch, dim, len, N }: ScanSizes, op
   return { buffers, dtype };
 }
 
+/** Aim for at least this many workgroups: a few per multiprocessor of a large GPU (132 on an H200). */
+const BUSY_WORKGROUPS = 256;
+
+/** Blocks per row: 1 while the tiles alone fill the GPU, else enough to reach BUSY_WORKGROUPS. */
+export const blocksFor = (tiles: number, nChunks: number): number =>
+  Math.max(1, Math.min(nChunks, Math.ceil(BUSY_WORKGROUPS / Math.max(1, tiles))));
+
+/**
+ * The carry pass across blocks, per (row, n): the state entering block k is block k − 1's total
+ * applied to the state entering k − 1, written where block k's first chunk state goes,
+ *
+ *     h_in[0] = 0,    h_in[k + 1] = Π ā[k] · h_in[k] + h[k]        ((Π ā, h) = totals of block k)
+ *
+ * sequentially over the blocks (at most BUSY_WORKGROUPS / tiles of them), one invocation per (row, n).
+ */
+const carryParams = new ParamStruct<'rows' | 'states' | 'blocks' | 'blockChunks' | 'nChunks'>([
+  ['rows', 'u32'],
+  ['states', 'u32'],
+  ['blocks', 'u32'],
+  ['blockChunks', 'u32'],
+  ['nChunks', 'u32'],
+]);
+const CARRY_WORKGROUP = 64;
+const carryKernel: Kernel<'rows' | 'states' | 'blocks' | 'blockChunks' | 'nChunks'> = {
+  key: 'selectiveScan carry across blocks',
+  bindings: ['read', 'write'],
+  params: carryParams,
+  source: () => `// selectiveScan carry across blocks: the middle pass of a row split into blocks (kernels/selective-scan.ts).
+${carryParams.wgsl(2)}
+${storageBinding(0, 'totals', 'read', 'float32')}
+${storageBinding(1, 'chunkStates', 'read_write', 'float32')}
+
+@compute @workgroup_size(${CARRY_WORKGROUP})
+fn main(${GRID_BUILTINS}) {
+  let i = (${LINEAR_WORKGROUP}) * ${CARRY_WORKGROUP}u + lid; // = row·N + n
+  if (i >= params.rows * params.states) { return; }
+  let row = i / params.states;
+  let n = i % params.states;
+  var h = 0.0;
+  for (var k = 0u; k < params.blocks; k++) {
+    chunkStates[(row * params.nChunks + k * params.blockChunks) * params.states + n] = h;
+    let at = 2u * ((row * params.blocks + k) * params.states + n);
+    h = totals[at] * h + totals[at + 1u];
+  }
+}
+`,
+};
+
 /**
  * Runs the forward: y and lastState (in `dtype`), and chunkStates (f32) when given. Without y and
  * lastState (`out.y` null), only chunkStates: the backward's first dispatch when the forward saved none.
+ *
+ * When the rows' tiles are too few to fill the GPU (small batch·dim), each row is cut into blocks of
+ * chunks that run side by side, in three dispatches (see "Few rows, long sequences"); `pool` lends
+ * the buffers they need between them.
  */
 export function runSelectiveScan(
   exec: Executor,
+  pool: BufferPool,
   x: ScanBuffers,
   dtype: DType,
   sizes: ScanSizes,
@@ -555,14 +679,29 @@ export function runSelectiveScan(
   const { batch, dim, len, N } = sizes;
   if (N === 0 && out.y) runFill(exec, 'selectiveScan', out.y, batch * dim * len, 0, dtype); // no states: y = 0
   if (batch * dim * N === 0) return;
+  const op = out.y ? 'selectiveScan' : 'selectiveScanGrad';
   const tiling = forwardTiling(N, device);
-  const p = scanParams(sizes, tiling.rows);
-  if (out.y === null) {
-    if (len === 0) return;
-    exec.dispatch('selectiveScanGrad', forwardKernel(dtype, N, tiling, 'states'), [x.u, x.delta, x.A, x.B, out.chunkStates], p, p.tiles);
-    return;
+  const tiles = batch * Math.ceil(dim / tiling.rows);
+  const p = scanParams(sizes, tiling.rows, blocksFor(tiles, chunkCount(len)));
+  if (out.y === null && len === 0) return;
+  const temps: PooledBuffer[] = [];
+  let chunkStates = out.chunkStates;
+  if (p.blocks > 1) {
+    // 1. Each block's total from h = 0; 2. the states entering the blocks, into chunkStates; then
+    //    3. below, every block again from its entering state.
+    chunkStates ??= pool.acquire(op, 4 * chunkStatesSize(sizes)); // where the carry pass leaves them
+    const totals = pool.acquire(op, 4 * 2 * batch * dim * p.blocks * N);
+    temps.push(totals, ...(chunkStates === out.chunkStates ? [] : [chunkStates]));
+    exec.dispatch(op, forwardKernel(dtype, N, tiling, 'totals'), [x.u, x.delta, x.A, x.B, totals], p, p.tiles * p.blocks);
+    const carry = { rows: batch * dim, states: N, blocks: p.blocks, blockChunks: p.blockChunks, nChunks: p.nChunks };
+    exec.dispatch(op, carryKernel, [totals, chunkStates], carry, Math.ceil((batch * dim * N) / CARRY_WORKGROUP));
   }
-  const mode: ForwardMode = out.chunkStates ? 'y+states' : 'y';
-  const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(out.chunkStates ? [out.chunkStates] : [])];
-  exec.dispatch('selectiveScan', forwardKernel(dtype, N, tiling, mode), buffers, p, p.tiles);
+  if (out.y === null) {
+    exec.dispatch(op, forwardKernel(dtype, N, tiling, 'states'), [x.u, x.delta, x.A, x.B, out.chunkStates], p, p.tiles * p.blocks);
+  } else {
+    const mode: ForwardMode = chunkStates ? 'y+states' : 'y';
+    const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(chunkStates ? [chunkStates] : [])];
+    exec.dispatch(op, forwardKernel(dtype, N, tiling, mode), buffers, p, p.tiles * p.blocks);
+  }
+  for (const t of temps) pool.release(t); // reused only by later commands, which run after these
 }
