@@ -52,8 +52,8 @@ Data and optimisation (defaults: the seed recipe)
   --optimizer NAME       adam (default) or adamw
   --weight-decay X       AdamW's decoupled weight decay (0.1); never applied to norms, biases,
                          A_log or D (see src/train/optim/weight-decay.ts)
-  --warmup-steps N       linear warm-up steps (100, at most a tenth of the run)
-  --decay NAME           cosine (default: down to --min-lr-ratio x lr at the last step) or constant
+  --warmup-steps N       linear warm-up steps (0)
+  --decay NAME           constant (default) or cosine (down to --min-lr-ratio x lr at the last step)
   --min-lr-ratio X       final learning rate as a fraction of --lr (0.1)
   --clip-norm X          clip gradients to this global norm (1; 0 turns clipping off)
   --grad-accum N         micro-batches per optimizer step (1)
@@ -109,7 +109,7 @@ type Flags = Partial<Record<Exclude<keyof typeof OPTIONS, 'resume' | 'help'>, st
 const RESUMABLE = new Set(['epochs', 'max-steps', 'time-limit', 'backend', 'out', 'log-every', 'checkpoint-every', 'eval-tokens']);
 
 /** Reads every flag that sets a TrainConfig field; `fallback` supplies defaults for flags not given. */
-function configFromFlags(flags: Flags, fallback: Flags): Omit<TrainConfig, 'arch' | 'warmupSteps'> & { warmupSteps?: number } {
+function configFromFlags(flags: Flags, fallback: Flags): Omit<TrainConfig, 'arch'> {
   const get = (name: keyof Flags): string | undefined => flags[name] ?? fallback[name];
   const int = (name: keyof Flags, min: number, dflt: number): number => {
     const value = get(name);
@@ -119,7 +119,6 @@ function configFromFlags(flags: Flags, fallback: Flags): Omit<TrainConfig, 'arch
     const value = get(name);
     return value === undefined ? dflt : numberFlag(name, value, positive);
   };
-  const warmup = get('warmup-steps');
   return {
     model: choiceFlag('model', get('model') ?? 'seed-mamba', Object.keys(MODELS)),
     batchSize: int('batch-size', 1, DEFAULTS.batchSize),
@@ -129,7 +128,7 @@ function configFromFlags(flags: Flags, fallback: Flags): Omit<TrainConfig, 'arch
     optimizer: choiceFlag('optimizer', get('optimizer') ?? DEFAULTS.optimizer, ['adam', 'adamw'] as const),
     lr: num('lr', true, DEFAULTS.lr),
     weightDecay: num('weight-decay', false, DEFAULTS.weightDecay),
-    ...(warmup === undefined ? {} : { warmupSteps: integerFlag('warmup-steps', warmup, 0) }),
+    warmupSteps: int('warmup-steps', 0, DEFAULTS.warmupSteps),
     decay: choiceFlag('decay', get('decay') ?? DEFAULTS.decay, ['cosine', 'constant'] as const),
     minLrRatio: num('min-lr-ratio', false, DEFAULTS.minLrRatio),
     clipNorm: num('clip-norm', false, DEFAULTS.clipNorm),
@@ -212,7 +211,7 @@ async function main(): Promise<number> {
     const quick = backend.name === 'cpu' ? CPU_QUICK : {};
     const chosen = configFromFlags(flags, quick);
     const arch = presets[MODELS[chosen.model] as PresetName];
-    config = { ...chosen, arch, warmupSteps: chosen.warmupSteps ?? 0 };
+    config = { ...chosen, arch };
     if (backend.name === 'cpu') {
       const applied = Object.entries(CPU_QUICK).filter(([name]) => flags[name as keyof Flags] === undefined);
       if (applied.length > 0)
@@ -242,11 +241,7 @@ async function main(): Promise<number> {
       `--grad-accum ${config.gradAccum} is more than the ${batchesPerEpoch * config.epochs} batches of the run, so it has no step.`,
     );
   }
-  if (!resumed) {
-    // The CLI's warm-up default: 100 steps, but never more than a tenth of a short run.
-    config.warmupSteps = asGiven.warmupSteps ?? Math.min(100, Math.floor(total / 10));
-    manualSeed(config.seed); // before building the model: the initial weights are drawn from it
-  }
+  if (!resumed) manualSeed(config.seed); // before building the model: the initial weights are drawn from it
   const model = resumed ? resumed.model : createModel(config.arch);
   const resume = resumed && { trainer: resumed.trainer, moments: resumed.moments };
   const stepsPerEpoch = Math.floor(batchesPerEpoch / config.gradAccum);

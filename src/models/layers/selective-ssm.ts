@@ -41,6 +41,12 @@ export interface SelectiveSSMOptions {
   dState: number;
   /** Rank of Δ's projection: x_proj maps to dt_rank values, dt_proj expands them to every channel. */
   dtRank: number;
+  /**
+   * dt_proj's bias at initialisation: 'mamba' (default) sets it so that Δ starts log-uniform in
+   * [dt_min, dt_max], as `mamba_simple.py` does; 'linear' leaves nn.Linear's uniform ±1/√dt_rank, as
+   * minimal implementations (mamba-minimal) do, so Δ starts near softplus(0) ≈ 0.69.
+   */
+  dtInit?: 'mamba' | 'linear';
   dtype?: DType;
 }
 
@@ -87,7 +93,7 @@ export class SelectiveSSM extends Module {
 
   constructor(
     readonly dim: number,
-    { dState, dtRank, dtype = 'float32' }: SelectiveSSMOptions,
+    { dState, dtRank, dtInit = 'mamba', dtype = 'float32' }: SelectiveSSMOptions,
   ) {
     super();
     this.dState = dState;
@@ -97,9 +103,11 @@ export class SelectiveSSM extends Module {
     this.xProj = this.child('x_proj', new Linear(dim, dtRank + 2 * dState, { bias: false, dtype }));
     // The reference's dt_init="random" with dt_scale 1: weights uniform in ±dt_rank^(−1/2).
     this.dtProj = this.child('dt_proj', new Linear(dtRank, dim, { dtype, bound: dtRank ** -0.5 }));
-    const bias = inverseSoftplusDt(dim, dtype);
-    this.dtProj.bias!.assign(bias);
-    bias.dispose();
+    if (dtInit === 'mamba') {
+      const bias = inverseSoftplusDt(dim, dtype);
+      this.dtProj.bias!.assign(bias);
+      bias.dispose();
+    }
   }
 
   /** A = −exp(A_log), (dim, N). */
