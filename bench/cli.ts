@@ -7,7 +7,7 @@
  *
  * Every run writes `results.json` (and the scaling suite its plots) into a fresh results directory,
  * prints progress as it goes, and exits with 1 if a measurement failed for a reason other than
- * running out of memory.
+ * running out of memory. `--profile` adds the GPU time per kernel (profile.ts) to train and scaling.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/registry.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
-import { choiceFlag, chooseBackend, integerFlag, parseFlags, runCli } from '../src/train/cli-support.js';
+import { choiceFlag, chooseBackend, integerFlag, parseFlags, runCli, UsageError } from '../src/train/cli-support.js';
 import type { BenchOptions, DeviceClass, SuiteContext } from './context.js';
 import { runKernelsSuite } from './kernels.js';
 import { runScalingSuite } from './scaling.js';
@@ -41,6 +41,9 @@ const HELP = `Benchmarks of tensorscan; every time waits for the device to finis
   --repeats N        timed runs per measurement, median reported (scaling 5, kernels 10);
                      train: timed blocks of 10 steps (3)
   --out DIR          results directory (default bench/results/<date>T<time>Z/)
+  --profile          train, scaling: then run each measurement's work again with every kernel timed
+                     on the GPU, and print the kernels with the most GPU time (WebGPU with the
+                     adapter's timestamp-query feature)
   --quick            tiny sizes, one timed run, few steps: under a minute on a CPU (for CI)
   --help             this text
 `;
@@ -53,6 +56,7 @@ const OPTIONS = {
   batch: { type: 'string' },
   repeats: { type: 'string' },
   out: { type: 'string' },
+  profile: { type: 'boolean' },
   quick: { type: 'boolean' },
   help: { type: 'boolean' },
 } as const;
@@ -85,7 +89,9 @@ async function main(): Promise<number> {
     lengths: flags.lengths?.split(',').map((n) => integerFlag('lengths', n, 1)),
     batch: flags.batch === undefined ? undefined : integerFlag('batch', flags.batch, 1),
     repeats: flags.repeats === undefined ? undefined : integerFlag('repeats', flags.repeats, 1),
+    profile: flags.profile ?? false,
   };
+  if (options.profile && suite === 'kernels') throw new UsageError('--profile applies to the train and scaling suites, not kernels.');
 
   const choice = await chooseBackend(backendRequest);
   const backend = getBackend();
@@ -95,7 +101,13 @@ async function main(): Promise<number> {
     const gpu = backend as WebGpuBackend;
     hardware = gpu.adapterDescription();
     device = gpu.isSoftware ? 'software' : 'gpu';
+    if (options.profile && !gpu.canProfile) {
+      throw new UsageError(
+        `--profile times kernels with GPU timestamps, but this adapter (${hardware}) lacks the timestamp-query feature.`,
+      );
+    }
   } else {
+    if (options.profile) throw new UsageError('--profile times kernels on the GPU: it needs the WebGPU backend (--backend webgpu).');
     const cores = cpus();
     hardware = `${cores[0]?.model.trim() ?? 'unknown CPU'} (${cores.length} cores; the CPU backend uses one)`;
     device = 'cpu';

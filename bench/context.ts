@@ -24,6 +24,8 @@ export interface BenchOptions {
   batch: number | undefined;
   /** --repeats, when given: timed runs per measurement (timed steps for train). */
   repeats: number | undefined;
+  /** --profile: after each measurement, the GPU time per kernel of the same work (profile.ts). */
+  profile: boolean;
 }
 
 export interface SuiteContext {

@@ -14,6 +14,9 @@
  * A point that does not fit (out-of-memory.ts) is reported as such, and longer lengths of the same
  * model and batch are not attempted (they need more). The growth exponent k of time ∝ L^k is fitted
  * over the long lengths (fit.ts); the tables, `results.json` and two log-log plots record it all.
+ *
+ * With --profile every point also gets its GPU time per kernel (profile.ts), in `results.json`; the
+ * table is printed for each model's longest point at the larger batch.
  */
 import { join } from 'node:path';
 import { noGrad } from '../src/autograd/grad-mode.js';
@@ -27,6 +30,7 @@ import { type Series, writeLineChart } from '../src/train/plot/plot.js';
 import { println, type SuiteContext } from './context.js';
 import { fitPowerLaw, type PowerLawFit } from './fit.js';
 import { errorMessage, isOutOfMemory, settleAfterFailure } from './out-of-memory.js';
+import { type Profile, printProfile, profileRuns } from './profile.js';
 import { formatNumber, formatTable } from './table.js';
 import { timeFinished } from './timing.js';
 
@@ -58,6 +62,8 @@ export interface ScalingPoint {
   forwardBytes?: number;
   /** Why the point failed. */
   message?: string;
+  /** With --profile: the GPU time per kernel of as many forward passes again (ok points). */
+  profile?: Profile;
 }
 
 export interface ScalingFit extends PowerLawFit {
@@ -157,6 +163,17 @@ export async function runScalingSuite(ctx: SuiteContext): Promise<ScalingResult>
     }
   }
   for (const batch of batches) printTable(ctx, models, batch, points, fits);
+  for (const { name } of models) {
+    const profiled = points.filter((p) => p.model === name && p.batch === batches.at(-1) && p.profile);
+    const p = profiled.at(-1);
+    if (!p?.profile) continue;
+    const perRun = formatNumber(p.profile.totalMs / p.profile.runs);
+    printProfile(
+      ctx,
+      `GPU time per kernel of ${name}'s forward at batch ${p.batch}, length ${p.length}: ${perRun} ms of kernels per pass`,
+      p.profile,
+    );
+  }
 
   const plots = await writePlots(ctx, models, batches, points);
   for (const { model } of models) model.dispose();
@@ -200,7 +217,8 @@ async function measurePoint(
   backend.trim?.();
   try {
     const timing = await timeFinished(backend, forward, { warmup, repeats, budgetMs: POINT_BUDGET_MS });
-    return { ...where, status: 'ok', medianMs: timing.medianMs, samplesMs: timing.samplesMs, forwardBytes };
+    const profile = ctx.options.profile ? await profileRuns(ctx, forward, timing.samplesMs.length) : undefined;
+    return { ...where, status: 'ok', medianMs: timing.medianMs, samplesMs: timing.samplesMs, forwardBytes, profile };
   } catch (error) {
     await settleAfterFailure(backend);
     return { ...where, status: isOutOfMemory(error) ? 'out of memory' : 'error', message: errorMessage(error) };

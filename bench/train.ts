@@ -1,6 +1,7 @@
 /**
  * The train suite: training throughput, tokens per second, of the seed presets with the seed recipe
- * (batch 32 × 128 tokens, Adam, gradient clipping at norm 1), each model the other's baseline.
+ * (batch 32 × 128 tokens, Adam at lr 3·10⁻⁴, no clipping: the training CLI's defaults), each model the
+ * other's baseline.
  *
  * It times the training loop's own step (`trainStep` in src/train/step.ts: forward, cross-entropy,
  * backward, clip, Adam, all inside one `tidy`), not a copy of it. Steps are timed in blocks of
@@ -10,6 +11,9 @@
  *
  * The tokens are synthetic (seeded uniform ids over the vocabulary): which ids a batch holds does not
  * change the work, and it spares the benchmark WikiText-2's tokenisation.
+ *
+ * With --profile, as many blocks as were timed then run again with every kernel timed on the GPU
+ * (profile.ts), and a table per model shows where a step's GPU time goes.
  */
 import { createModel } from '../src/models/presets.js';
 import { zeros } from '../src/tensor/ops/creation.js';
@@ -21,6 +25,7 @@ import { Adam } from '../src/train/optim/adam.js';
 import { trainStep } from '../src/train/step.js';
 import { println, type SuiteContext } from './context.js';
 import { errorMessage, isOutOfMemory, settleAfterFailure } from './out-of-memory.js';
+import { type Profile, printProfile, profileRuns } from './profile.js';
 import { formatNumber, formatTable } from './table.js';
 import { timeFinished } from './timing.js';
 
@@ -39,6 +44,8 @@ export interface TrainMeasurement {
   /** Mean loss over all steps taken (warm-up included): a check that the steps computed something finite. */
   meanLoss?: number;
   message?: string;
+  /** With --profile: the GPU time per kernel of as many blocks again. */
+  profile?: Profile;
 }
 
 export interface TrainResult {
@@ -74,7 +81,8 @@ export async function runTrainSuite(ctx: SuiteContext): Promise<TrainResult> {
   const steps = options.quick ? QUICK.steps : STEPS;
   const repeats = options.repeats ?? (options.quick ? 1 : 3);
   const { lr, clipNorm } = DEFAULTS;
-  println(ctx, `Train: trainStep (src/train/step.ts), batch ${batchSize} x ${seqLen} tokens, Adam lr ${lr}, clip ${clipNorm}`);
+  const clip = clipNorm > 0 ? `clip ${clipNorm}` : 'no clipping';
+  println(ctx, `Train: trainStep (src/train/step.ts), batch ${batchSize} x ${seqLen} tokens, Adam lr ${lr}, ${clip}`);
   println(ctx, `one warm-up block, then the median of up to ${repeats} timed blocks of ${steps} steps (one wait per block)`);
 
   const measurements: TrainMeasurement[] = [];
@@ -92,6 +100,7 @@ export async function runTrainSuite(ctx: SuiteContext): Promise<TrainResult> {
     let m: TrainMeasurement;
     try {
       const timing = await timeFinished(backend, block, { warmup: 1, repeats, budgetMs: 60_000 });
+      const profile = options.profile ? await profileRuns(ctx, block, timing.samplesMs.length) : undefined;
       const meanLoss = (await stats.lossSum.item()) / taken;
       m = {
         model: name,
@@ -100,6 +109,7 @@ export async function runTrainSuite(ctx: SuiteContext): Promise<TrainResult> {
         msPerStep: timing.medianMs / steps,
         blocks: timing.samplesMs.length,
         meanLoss,
+        profile,
       };
       ctx.out.write(
         `${formatNumber(m.tokensPerSec as number)} tokens/s, ${formatNumber(m.msPerStep as number)} ms/step, mean loss ${meanLoss.toFixed(3)}\n`,
@@ -129,6 +139,12 @@ export async function runTrainSuite(ctx: SuiteContext): Promise<TrainResult> {
   if (mamba.status === 'ok' && transformer.status === 'ok') {
     const ratio = (mamba.tokensPerSec as number) / (transformer.tokensPerSec as number);
     println(ctx, `${mamba.model} trains at ${ratio.toFixed(2)}x the tokens/s of ${transformer.model} at length ${seqLen}`);
+  }
+  for (const { model, msPerStep, profile } of measurements) {
+    if (!profile) continue;
+    const perStep = profile.totalMs / (profile.runs * steps);
+    const title = `GPU time per kernel of ${model}, ${profile.runs * steps} steps: ${formatNumber(perStep)} ms of kernels per step (${formatNumber(msPerStep as number)} ms/step unprofiled)`;
+    printProfile(ctx, title, profile);
   }
   return {
     suite: 'train',

@@ -2,7 +2,8 @@
  * `npm run bench -- --quick`, end to end, as CI runs it: the CLI in a child process (the default
  * backend: WebGPU on a hardware GPU, else the CPU), into a temporary results directory. Checks what a
  * reader of the results relies on — the table printed, results.json with finite times, the plot a
- * real PNG — not the numbers themselves, which depend on the machine.
+ * real PNG — not the numbers themselves, which depend on the machine. And that `--profile` where
+ * kernels cannot be timed ends in one sentence.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -76,6 +77,22 @@ describe('npm run bench -- --quick', () => {
       const { result } = await readResults(out);
       expect(result.suite).toBe('kernels');
       for (const m of result.measurements) expect(Number.isFinite(m.value) && m.value > 0).toBe(true);
+    },
+    TIMEOUT_MS,
+  );
+});
+
+describe('npm run bench -- --profile', () => {
+  it(
+    'ends in one sentence with exit code 2 when the backend cannot time kernels',
+    async () => {
+      const failure = await bench('--quick', '--suite', 'train', '--backend', 'cpu', '--profile').then(
+        () => null,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(failure?.code).toBe(2);
+      expect(failure?.stderr).toContain('--profile times kernels on the GPU: it needs the WebGPU backend (--backend webgpu).\n');
+      expect(failure?.stderr).not.toMatch(/^\s+at /m); // no stack trace
     },
     TIMEOUT_MS,
   );
