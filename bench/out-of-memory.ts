@@ -3,7 +3,8 @@
  * as out of memory and go on with the next one instead of stopping.
  *
  * What "does not fit" looks like, by where it is detected:
- * - the WebGPU buffer pool refuses a buffer larger than one kernel may bind (maxStorageBufferBindingSize);
+ * - the WebGPU buffer pool refuses a buffer over maxBufferSize, and the executor a kernel operand over
+ *   the binding limit (maxStorageBufferBindingSize);
  * - Dawn refuses a buffer over maxBufferSize, or the driver runs out of device memory (reported
  *   asynchronously and rethrown by the backend at the next op or sync, with Dawn's message);
  * - on the CPU, V8 cannot allocate the typed array.
@@ -11,7 +12,7 @@
 import type { Backend } from '../src/backends/backend.js';
 
 const DOES_NOT_FIT = [
-  /more than this GPU can bind/i, // buffer-pool.ts
+  /more than this GPU can (hold|bind)/i, // buffer-pool.ts, executor.ts
   /out of memory|OUT_OF_(DEVICE|HOST)_MEMORY/i, // Dawn / Vulkan
   /max(imum)? ?buffer ?size/i, // Dawn's createBuffer validation
   /allocation failed|Invalid typed array length|Invalid array length/i, // V8

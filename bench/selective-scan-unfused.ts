@@ -130,8 +130,12 @@ export class UnfusedScan {
 
   static async open(): Promise<UnfusedScan> {
     const gpu = await GpuDevice.open();
-    const maxBytes = gpu.limits.maxStorageBufferBindingSize;
-    const options = { maxBytes, maxIdleBytes: 4 * 2 ** 30, openBatch: () => exec.batch };
+    const options = {
+      maxBytes: gpu.limits.maxBufferSize,
+      bindableBytes: gpu.bindableBytes,
+      maxIdleBytes: 4 * 2 ** 30,
+      openBatch: () => exec.batch,
+    };
     const pool = new BufferPool(gpu.device, options);
     const staging = new BufferPool(gpu.device, options, BufferUsage.MAP_READ | BufferUsage.COPY_DST, 'read-back');
     const exec: Executor = new Executor(gpu, pool, staging);

@@ -41,6 +41,7 @@ export {
   transformerPresets,
 } from './models/transformer.js';
 export type { DType, TypedArray } from './tensor/dtype.js';
+export { causalAttention } from './tensor/ops/attention.js';
 export { conv1dCausal } from './tensor/ops/conv1d.js';
 export * from './tensor/ops/creation.js';
 export { cumsum } from './tensor/ops/cumsum.js';
@@ -80,7 +81,7 @@ export { embedding } from './tensor/ops/embedding.js';
 export { concat, split, stack } from './tensor/ops/join.js';
 export { type CrossEntropyOptions, crossEntropy } from './tensor/ops/loss.js';
 export { causalMask } from './tensor/ops/mask.js';
-export { matmul } from './tensor/ops/matmul.js';
+export { linear, matmul } from './tensor/ops/matmul.js';
 export { layerNorm, rmsNorm } from './tensor/ops/norm.js';
 export { argmax, logsumexp, max, mean, min, sum } from './tensor/ops/reduce.js';
 export { type SelectiveScanOptions, type SelectiveScanResult, selectiveScan } from './tensor/ops/selective-scan.js';

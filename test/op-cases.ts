@@ -5,6 +5,7 @@
  * in its own dtype on its own backend.
  */
 import {
+  causalAttention,
   causalMask,
   concat,
   conv1dCausal,
@@ -14,6 +15,7 @@ import {
   dropout,
   embedding,
   layerNorm,
+  linear,
   manualSeed,
   maskedFill,
   rmsNorm,
@@ -89,12 +91,45 @@ export const opCases: OpCase[] = [
   ['matmul batch broadcast', (a, b) => a.matmul(b), [leaf([2, 1, 3, 4], 39), leaf([3, 4, 2], 40)]],
   ['matmul transposed views', (a, b) => a.transpose().matmul(b.transpose()), [leaf([4, 3], 41), leaf([2, 4], 42)]],
   ['matmul vector', (a, b) => a.matmul(b), [leaf([4], 43), leaf([2, 4, 3], 44)]],
+  ['linear with bias', (x, w, b) => linear(x, w, b), [leaf([2, 3, 5], 143), leaf([4, 5], 144), leaf([4], 145)]],
+  ['linear, vector input, strided bias', (x, w, b) => linear(x, w, b.narrow(0, 1, 3)), [leaf([5], 146), leaf([3, 5], 147), leaf([6], 148)]],
   // softmax family and losses
   ['softmax', (x) => x.softmax(-1), [leaf([3, 5], 45)]],
   ['softmax axis 0', (x) => x.softmax(0), [leaf([4, 3], 46)]],
   ['logSoftmax', (x) => x.logSoftmax(1), [leaf([2, 6, 3], 47)]],
   ['crossEntropy with ignore', (x) => crossEntropy(x, ids([2, 0, -100, 4], [2, 2]), { ignoreIndex: -100 }), [leaf([2, 2, 5], 48)]],
   ['embedding (repeated ids)', (w) => embedding(w, ids([1, 3, 1, 0], [2, 2])), [leaf([5, 3], 49)]],
+  // causal attention: q (batch, heads, Lq, dh), k and v (batch, heads, Lk, dh), batch·heads = 3
+  [
+    'causalAttention, one position',
+    (q, k, v) => causalAttention(q, k, v, 0.5),
+    [leaf([1, 3, 1, 5], 150), leaf([1, 3, 1, 5], 151), leaf([1, 3, 1, 5], 152)],
+  ],
+  [
+    'causalAttention 7 × 7, dh 64',
+    (q, k, v) => causalAttention(q, k, v, 1 / 8),
+    [leaf([3, 1, 7, 64], 153), leaf([3, 1, 7, 64], 154), leaf([3, 1, 7, 64], 155)],
+  ],
+  [
+    'causalAttention 65 × 65, dh 5, permuted views (as the model passes them)',
+    (q, k, v) => causalAttention(q.permute([0, 2, 1, 3]), k.permute([0, 2, 1, 3]), v.permute([0, 2, 1, 3]), 0.7),
+    [leaf([1, 65, 3, 5], 156), leaf([1, 65, 3, 5], 157), leaf([1, 65, 3, 5], 158)],
+  ],
+  [
+    'causalAttention 130 × 130, dh 1',
+    (q, k, v) => causalAttention(q, k, v, 1.3),
+    [leaf([1, 3, 130, 1], 159), leaf([1, 3, 130, 1], 160), leaf([1, 3, 130, 1], 161)],
+  ],
+  [
+    'causalAttention, 1 query of 9 keys, dh 32, narrowed cache',
+    (q, k, v) => causalAttention(q, k.narrow(2, 0, 9), v.narrow(2, 0, 9), 1 / Math.sqrt(32)),
+    [leaf([3, 1, 1, 32], 162), leaf([3, 1, 12, 32], 163), leaf([3, 1, 12, 32], 164)],
+  ],
+  [
+    'causalAttention, 5 queries of 70 keys',
+    (q, k, v) => causalAttention(q, k, v, 0.6),
+    [leaf([1, 3, 5, 5], 165), leaf([1, 3, 70, 5], 166), leaf([1, 3, 70, 5], 167)],
+  ],
   // joins and views
   ['concat', (a, b) => concat([a, b.transpose()], 1), [leaf([3, 2], 50), leaf([4, 3], 51)]],
   ['stack', (a, b) => stack([a, b], 1), [leaf([3, 2], 52), leaf([3, 2], 53)]],

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   arange,
+  causalAttention,
   causalMask,
   concat,
   conv1dCausal,
@@ -15,6 +16,7 @@ import {
   full,
   layerNorm,
   manualSeed,
+  maskedFill,
   ones,
   rand,
   randn,
@@ -181,6 +183,11 @@ describe('element-wise', () => {
       [0, 0, 1],
       [0, 0, 0],
     ]);
+    // The last 2 queries of 3 positions: their rows of the full mask.
+    expect(await causalMask(3, 'float32', 2).toArray()).toEqual([
+      [0, 0, 1],
+      [0, 0, 0],
+    ]);
     expect(Array.from(await where(tensor([1, 0, 1]), tensor([1, 2, 3]), -1).data())).toEqual([1, -1, 3]);
   });
 });
@@ -330,6 +337,25 @@ describe('neural-network ops', () => {
     close(
       await rmsNorm(tensor(x), tensor([1, 2, 1, 1]), 0).data(),
       x.map((v, i) => (v / Math.sqrt(ms)) * (i === 1 ? 2 : 1)),
+    );
+  });
+
+  it('causal attention is softmax(q kᵀ·scale, future masked) v, for the last Lq of Lk positions', async () => {
+    for (const [Lq, Lk] of [
+      [6, 6],
+      [2, 7],
+      [1, 5],
+    ] as const) {
+      const [q] = t64([2, 3, Lq, 4], 1);
+      const [k] = t64([2, 3, Lk, 4], 2);
+      const [v] = t64([2, 3, Lk, 4], 3);
+      const weights = maskedFill(q.matmul(k.transpose()).mul(0.8), causalMask(Lk, 'float64', Lq), -Infinity).softmax(-1);
+      const expected = weights.matmul(v);
+      close(await causalAttention(q, k, v, 0.8).data(), await expected.data(), 1e-12);
+    }
+    const [q] = t64([2, 3, 6, 4], 4);
+    expect(() => causalAttention(q, q.narrow(2, 0, 5), q.narrow(2, 0, 5), 1)).toThrow(
+      'causalAttention: expected q (batch, heads, Lq, dh) and k, v (batch, heads, Lk, dh) with Lq ≤ Lk and dh ≥ 1; got q [2, 3, 6, 4], k [2, 3, 5, 4], v [2, 3, 5, 4].',
     );
   });
 

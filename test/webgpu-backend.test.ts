@@ -16,6 +16,7 @@ import { CpuBackend } from '../src/backends/cpu/index.js';
 import { BufferUsage, GpuDevice } from '../src/backends/webgpu/device.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { ELEMENTWISE_WORKGROUP } from '../src/backends/webgpu/kernels/elementwise.js';
+import { profileLabel } from '../src/backends/webgpu/profiler.js';
 import type { DType, TypedArray } from '../src/tensor/dtype.js';
 import { pcgHash, uniformAt } from '../src/tensor/random.js';
 import { contiguousStrides } from '../src/tensor/shape.js';
@@ -197,8 +198,21 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       expect(() => device.throwIfFailed('late')).toThrow(/late: the WebGPU backend was destroyed/);
     });
 
-    it('refuses a buffer larger than the GPU can bind, naming the op and the size', () => {
-      expect(() => G().full(2 ** 31, 0, 'float32')).toThrow(/full: needs a buffer of 8589934592 bytes.*maxStorageBufferBindingSize/);
+    it('refuses a buffer larger than the GPU can hold, naming the op and the size', () => {
+      // A matmul may make outputs past the binding limit (in windows), but not past maxBufferSize.
+      const e = G().upload(new Float32Array(0), 'float32');
+      const v = (shape: number[]): View => ({ buffer: e, dtype: 'float32', shape, strides: [0, 0, 0], offset: 0 });
+      expect(() => G().matmul(v([1, 2 ** 23, 0]), v([1, 0, 2 ** 23]))).toThrow(
+        /^matmul: needs a buffer of 281474976710656 bytes \(262144\.00 GiB\), more than this GPU can hold in one buffer \(maxBufferSize/,
+      );
+      G().free(e);
+    });
+
+    it('refuses an output over the binding limit before allocating it, naming the op', () => {
+      const live = G().liveBytes();
+      const n = G().bindableBytes / 4 + 1; // one float32 more than a binding holds
+      expect(() => G().full(n, 0, 'float32')).toThrow(/^full: its output of \d+\.\d\d GiB is more than this GPU can bind to one kernel/);
+      expect(G().liveBytes()).toBe(live);
     });
 
     it('uploads into a recycled buffer without changing what queued kernels read from it', async () => {
@@ -498,10 +512,12 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       M: number,
       K: number,
       N: number,
-      layout: { aT?: boolean; bT?: boolean; bShared?: boolean },
+      layout: { aT?: boolean; bT?: boolean; bShared?: boolean; bias?: boolean },
       dtype: DType = 'float32',
     ) {
       const a = random(batch * M * K, M * 31 + K, dtype);
+      // The bias as a strided view: every other element of a (2N + 1) buffer, from element 1.
+      const bias = layout.bias ? view(random(2 * N + 1, N + 5, dtype), [N], [2], 1) : undefined;
       const b = random((layout.bShared ? 1 : batch) * K * N, N * 17 + K, dtype);
       // A transposed: stored as (batch, K, M); B transposed: stored as (K, N)ᵀ = (N, K).
       const aStrides = layout.aT ? [M * K, 1, M] : [M * K, K, 1];
@@ -513,7 +529,7 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       await check(
         `matmul ${batch}x${M}x${K}x${N} ${JSON.stringify(layout)} ${dtype}`,
         dtype,
-        (be, s) => be.matmul(s(va), s(vb)),
+        (be, s) => be.matmul(s(va), s(vb), bias && s(bias)),
         dtype === 'int32' ? EXACT : tol,
       );
     }
@@ -541,6 +557,26 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       await product(1, 2050, 16, 2049, {});
       await product(1, 2050, 8, 2049, { aT: true, bT: true });
     });
+
+    it('adds a bias to every row', async () => {
+      await product(1, 7, 5, 3, { bias: true });
+      await product(2, 130, 70, 129, { bT: true, bias: true });
+    });
+
+    it('splits a long K across workgroups when the output has few tiles', async () => {
+      await product(1, 37, 1000, 45, { bias: true }); // one tile: K in 3 ranges of 336, 336, 328
+      await product(2, 65, 4099, 3, { aT: true, bT: true }); // 4 tiles: 16 ranges
+      const ai = upload(randomValues(70 * 600, 22, -50, 50), 'int32');
+      const bi = upload(randomValues(600 * 5, 23, -50, 50), 'int32');
+      await check('split-K int32', 'int32', (b, s) => b.matmul(s(view(ai, [1, 70, 600])), s(view(bi, [1, 600, 5]))), EXACT);
+    });
+
+    it('writes an output larger than one binding a window of rows at a time', async () => {
+      // Just over the binding limit (lavapipe: 128 MiB), as the LM head's logits of a long sequence are.
+      const N = 50257;
+      const M = Math.ceil(G().bindableBytes / (4 * N)) + 37;
+      await product(1, M, 3, N, { bT: true, bias: true });
+    }, 120_000);
 
     it('multiplies int32 exactly and float16 to half precision', async () => {
       const ai = upload(randomValues(2 * 9 * 7, 20, -50, 50), 'int32');
@@ -662,6 +698,102 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
           );
         }
       }
+    });
+  });
+
+  describe('causal attention', () => {
+    // The GPU sums in f32, in another order, and its exp is not the CPU's.
+    const ATTENTION: Tolerance = { rtol: 1e-5, atol: 1e-5 };
+    type Views = { cpu: View; gpu: View };
+
+    /** out and lse of causalAttention on both backends, compared (like `check`, for a kernel of two results). */
+    async function attention(label: string, q: Views, k: Views, v: Views, scale: number, tol = ATTENTION): Promise<void> {
+      const c = cpu.causalAttention(q.cpu, k.cpu, v.cpu, scale);
+      const g = G().causalAttention(q.gpu, k.gpu, v.gpu, scale);
+      for (const part of ['out', 'lse'] as const) {
+        const size = ((c[part] as CpuBuffer).data as TypedArray).length;
+        const [actual, expected] = [await readAll(G(), g[part], q.cpu.dtype, size), await readAll(cpu, c[part], q.cpu.dtype, size)];
+        cpu.free(c[part]);
+        G().free(g[part]);
+        expectClose(`causalAttention ${label} ${part}`, actual, expected, tol);
+      }
+    }
+
+    /** Contiguous random q (batch, heads, lq, dh), k and v (batch, heads, lk, dh), compared. */
+    async function contiguous(batch: number, heads: number, lq: number, lk: number, dh: number, dtype: DType = 'float32', tol = ATTENTION) {
+      const make = (len: number, seed: number) => view(random(batch * heads * len * dh, seed, dtype), [batch, heads, len, dh]);
+      const label = `${batch}x${heads} Lq=${lq} Lk=${lk} dh=${dh} ${dtype}`;
+      await attention(label, make(lq, lq + dh), make(lk, lk + 1), make(lk, lk + 2), 1 / Math.sqrt(dh), tol);
+    }
+
+    it('covers several query blocks and key blocks, and fewer queries than keys', async () => {
+      await contiguous(1, 3, 130, 130, 64); // 3 query blocks × 3 key blocks of 64
+      await contiguous(2, 1, 70, 200, 32); // the diagonal moved right by 130
+      await contiguous(3, 1, 1, 150, 5); // one decoding step over 3 key blocks
+      await contiguous(1, 1, 65, 129, 128); // a large head: key blocks cut to fit workgroup memory
+    });
+
+    it('reads strided views: q, k, v of a fused projection, and a narrowed key/value cache', async () => {
+      // (batch, len, 3, heads, dh) as the Transformer's qkv projection lays it out; q, k and v are
+      // permuted views into it, offset by heads·dh from each other.
+      const [batch, len, heads, dh] = [2, 67, 3, 8];
+      const qkv = random(batch * len * 3 * heads * dh, 31);
+      const strides = [len * 3 * heads * dh, dh, 3 * heads * dh, 1];
+      const part = (i: number) => view(qkv, [batch, heads, len, dh], strides, i * heads * dh);
+      await attention('fused qkv', part(0), part(1), part(2), 0.35);
+      // A cache (batch, heads, 100, dh) of which 40 positions are filled, and one new query.
+      const cacheStrides = contiguousStrides([batch, heads, 100, dh]);
+      const cache = (seed: number) => view(random(batch * heads * 100 * dh, seed), [batch, heads, 40, dh], cacheStrides);
+      await attention('cache', view(random(batch * heads * dh, 32), [batch, heads, 1, dh]), cache(33), cache(34), 0.35);
+    });
+
+    it('stores float16', async () => {
+      if (G().supportsFloat16) await contiguous(1, 2, 70, 70, 16, 'float16', { rtol: 2e-3, atol: 2e-3 });
+    });
+
+    it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
+      await contiguous(1, 65537, 1, 2, 2); // one query block per (batch, head): 65537 workgroups
+    });
+  });
+
+  describe('profile', () => {
+    const canProfile = gpu?.canProfile === true;
+
+    it.runIf(canProfile)('times each kernel launched while on, by op, and resets at each report', async () => {
+      const a = view(random(32 * 48, 71), [1, 32, 48]).gpu;
+      const b = view(random(48 * 40, 72), [1, 48, 40]).gpu;
+      const x = view(random(500, 73), [500]).gpu;
+      const outs = [G().binary('add', x, x)]; // before: not timed
+      G().profile(true);
+      outs.push(G().matmul(a, b), G().matmul(a, b), G().binary('add', x, x), G().unary('exp', x));
+      G().profile(false);
+      outs.push(G().binary('add', x, x)); // after: not timed
+      const rows = await G().profileReport();
+      for (const o of outs) G().free(o);
+
+      const calls = (op: RegExp): number => rows.filter((r) => op.test(r.op)).reduce((n, r) => n + r.calls, 0);
+      expect([calls(/^add$/), calls(/^exp$/), calls(/^matmul tile \d+/)]).toEqual([1, 1, 2]);
+      expect(rows.every((r) => /^(add|exp|matmul)\b/.test(r.op))).toBe(true); // and nothing else
+      for (const r of rows) {
+        expect(r.totalMs).toBeGreaterThanOrEqual(0);
+        expect(r.meanUs).toBeCloseTo((1e3 * r.totalMs) / r.calls, 6);
+      }
+      expect(rows.map((r) => r.totalMs)).toEqual(rows.map((r) => r.totalMs).sort((p, q) => q - p)); // most first
+      expect(await G().profileReport()).toEqual([]);
+    });
+
+    it('names a kernel by its op and the words of its key that tell variants apart', () => {
+      expect(profileLabel('add', 'elementwise binary add (float32,float32)->float32 rank 1')).toBe('add');
+      expect(profileLabel('full', 'fill float32')).toBe('full');
+      expect(profileLabel('reduce sum', 'reduce sum float32 -> float32')).toBe('reduce sum');
+      const matmul = 'matmul float32,float32->float32 tile 64 a:cols b:rows +bias';
+      expect(profileLabel('matmul', matmul)).toBe('matmul tile 64 a:cols b:rows +bias');
+      expect(profileLabel('selectiveScan', 'selectiveScan y+states float32 N=16 rows=32 loops')).toBe('selectiveScan y+states');
+      expect(profileLabel('selectiveScanGrad', 'selectiveScanGrad sum float32')).toBe('selectiveScanGrad sum');
+    });
+
+    it.skipIf(canProfile)('refuses to profile without the timestamp-query feature, in one sentence', () => {
+      expect(() => G().profile(true)).toThrow(/^profile: this GPU lacks the 'timestamp-query' feature/);
     });
   });
 });

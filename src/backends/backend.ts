@@ -135,8 +135,11 @@ export interface Backend {
   softmax(x: BufferHandle, dtype: DType, rows: number, cols: number, log: boolean): BufferHandle;
 
   // ---- linear algebra ----
-  /** (batch, M, K) @ (batch, K, N) → contiguous (batch, M, N); views may be transposed or broadcast. */
-  matmul(a: View, b: View): BufferHandle;
+  /**
+   * (batch, M, K) @ (batch, K, N) → contiguous (batch, M, N); views may be transposed or broadcast.
+   * `bias` (N), when given, is added to every row as the product is written (a Linear layer's x Wᵀ + b).
+   */
+  matmul(a: View, b: View, bias?: View): BufferHandle;
 
   // ---- neural-network kernels ----
   /**
@@ -172,6 +175,15 @@ export interface Backend {
     len: number,
     K: number,
   ): { gx: BufferHandle; gw: BufferHandle };
+  /**
+   * Causal attention, see src/tensor/ops/attention.ts: q (batch, heads, Lq, dh), k and v (batch, heads,
+   * Lk, dh), Lq ≤ Lk, dh ≥ 1, views of any strides. Query row i sits at position p = Lk − Lq + i and
+   * attends to keys 0 … p:
+   *     s_j = scale·q_i·k_j,   lse_i = log Σ_{j≤p} e^(s_j),   out_i = Σ_{j≤p} e^(s_j − lse_i)·v_j
+   * Gives out (batch, heads, Lq, dh) and lse (batch·heads·Lq), the softmax's normaliser from which the
+   * backward rebuilds the attention weights, both in q's dtype.
+   */
+  causalAttention(q: View, k: View, v: View, scale: number): { out: BufferHandle; lse: BufferHandle };
 
   // ---- selective scan (Mamba), see src/tensor/ops/selective-scan.ts for the math ----
   /**

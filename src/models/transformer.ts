@@ -5,18 +5,18 @@
  *     ids (batch, len) → token embedding + learned positions → n_layers × block → LayerNorm → x · embᵀ
  *     block:  x = x + Attention(LayerNorm(x));  x = x + MLP(LayerNorm(x))            (pre-norm)
  *
- * Attention lets every position read every earlier one, at O(len²) cost in time and memory — the
- * scores are materialised, (batch, heads, len, len): at 16 384 tokens that is 1 GiB per head and
- * sequence in float32, where Mamba's state stays (batch, d_inner, N). The learned position table
+ * Attention lets every position read every earlier one, at O(len²) cost in time. The forward runs it
+ * as one fused op (src/tensor/ops/attention.ts) that never materialises the (len, len) scores, 1 GiB
+ * per head and sequence at 16 384 tokens in float32; its backward does, so training memory still
+ * grows as len², where Mamba's state stays (batch, d_inner, N). The learned position table
  * (max_len, d_model) is what tells the model where a token is, so it cannot run past max_len
  * positions. For generation it keeps a key/value cache: each new token computes its own key and value
  * once and attends to the cached ones, so a token costs O(position) instead of O(position²).
  */
 import { noGrad } from '../autograd/grad-mode.js';
 import type { DType } from '../tensor/dtype.js';
+import { causalAttention } from '../tensor/ops/attention.js';
 import { zeros } from '../tensor/ops/creation.js';
-import { maskedFill } from '../tensor/ops/elementwise.js';
-import { causalMask } from '../tensor/ops/mask.js';
 import { keep, tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type ArchConfig, type DecodeState, LanguageModel, type ModelOptions } from './language-model.js';
@@ -80,10 +80,7 @@ export class CausalSelfAttention extends Module {
     // (batch, len, 3·d_model) → (3, batch, heads, len, d_head): q, k, v per head.
     const qkv = this.qkv.forward(x).reshape([batch, len, 3, this.nHeads, this.dHead]).permute([2, 0, 3, 1, 4]);
     const [q, k, v] = [0, 1, 2].map((i) => qkv.select(0, i)) as [Tensor, Tensor, Tensor];
-    const scores = q.matmul(k.transpose()).mul(1 / Math.sqrt(this.dHead)); // (batch, heads, len, len)
-    // Position i may not look at j > i: −∞ there becomes weight exactly 0 after the softmax.
-    const weights = maskedFill(scores, causalMask(len, scores.dtype), -Infinity).softmax(-1);
-    const heads = weights.matmul(v); // (batch, heads, len, d_head)
+    const heads = causalAttention(q, k, v, 1 / Math.sqrt(this.dHead)); // (batch, heads, len, d_head)
     return this.out.forward(heads.permute([0, 2, 1, 3]).reshape([batch, len, this.dModel]));
   }
 
@@ -98,8 +95,8 @@ export class CausalSelfAttention extends Module {
     keys.narrow(2, position, 1).assign(k);
     values.narrow(2, position, 1).assign(v);
     const seen = position + 1;
-    const scores = q.matmul(keys.narrow(2, 0, seen).transpose()).mul(1 / Math.sqrt(this.dHead)); // (batch, heads, 1, seen)
-    const heads = scores.softmax(-1).matmul(values.narrow(2, 0, seen)); // (batch, heads, 1, d_head)
+    // The one query is the last of `seen` positions, so it attends to all of them: (batch, heads, 1, d_head).
+    const heads = causalAttention(q, keys.narrow(2, 0, seen), values.narrow(2, 0, seen), 1 / Math.sqrt(this.dHead));
     return this.out.forward(heads.reshape([batch, this.dModel]));
   }
 }

@@ -11,6 +11,7 @@ import { BYTES_PER_ELEMENT, type DType, dtypeOf, type TypedArray } from '../../t
 import { sizeOf } from '../../tensor/shape.js';
 import type { Backend, BinaryOp, BufferHandle, RandomDist, ReduceOp, ScanInputs, ScanSizes, UnaryOp, View } from '../backend.js';
 import { registerBackend } from '../registry.js';
+import { causalAttention } from './attention.js';
 import { arrayOf, type CpuBuffer, converted, resultArray, stored } from './buffer.js';
 import { conv1d, conv1dGrad } from './conv1d.js';
 import { assign, binary, copy, random, unary, where } from './elementwise.js';
@@ -115,8 +116,9 @@ export class CpuBackend implements Backend {
 
   // ---- linear algebra ----
 
-  matmul(a: View, b: View): BufferHandle {
-    return this.#wrap(matmul(a, this.#viewData(a, 'matmul'), b, this.#viewData(b, 'matmul')));
+  matmul(a: View, b: View, bias?: View): BufferHandle {
+    const withBias = bias && { view: bias, data: this.#viewData(bias, 'matmul') };
+    return this.#wrap(matmul(a, this.#viewData(a, 'matmul'), b, this.#viewData(b, 'matmul'), withBias));
   }
 
   // ---- neural-network kernels ----
@@ -176,6 +178,12 @@ export class CpuBackend implements Backend {
     const size = batch * channels * len;
     const { gx, gw } = conv1dGrad(arrayOf(gy, op, size), arrayOf(x, op, size), arrayOf(w, op, channels * K), batch, channels, len, K);
     return { gx: this.#wrap(gx), gw: this.#wrap(gw) };
+  }
+
+  causalAttention(q: View, k: View, v: View, scale: number): { out: BufferHandle; lse: BufferHandle } {
+    const data = (x: View) => this.#viewData(x, 'causalAttention');
+    const { out, lse } = causalAttention(q, data(q), k, data(k), v, data(v), scale);
+    return { out: this.#wrap(out), lse: this.#wrap(lse) };
   }
 
   // ---- selective scan ----

@@ -99,8 +99,17 @@ function microKernel(kc: number, Ap: Float64Array, a: number, Bp: Float64Array, 
   C[c] += c30; C[c + 1] += c31; C[c + 2] += c32; C[c + 3] += c33;
 }
 
-/** out[outOffset + i·N + j] = Σ_k A[i, k]·B[k, j]: one (M, K) @ (K, N) product. */
-function multiply(A: Matrix, B: Matrix, M: number, N: number, K: number, out: NumericArray, outOffset: number): void {
+/** out[outOffset + i·N + j] = bias[j] + Σ_k A[i, k]·B[k, j]: one (M, K) @ (K, N) product. */
+function multiply(
+  A: Matrix,
+  B: Matrix,
+  M: number,
+  N: number,
+  K: number,
+  bias: (j: number) => number,
+  out: NumericArray,
+  outOffset: number,
+): void {
   const Mp = roundUp(M, MR);
   const Np = roundUp(N, NR);
   const C = new Float64Array(Mp * Np); // padded to whole tiles; cropped into `out` at the end
@@ -118,15 +127,16 @@ function multiply(A: Matrix, B: Matrix, M: number, N: number, K: number, out: Nu
     }
   }
   for (let i = 0; i < M; i++) {
-    for (let j = 0; j < N; j++) out[outOffset + i * N + j] = C[i * Np + j];
+    for (let j = 0; j < N; j++) out[outOffset + i * N + j] = C[i * Np + j] + bias(j);
   }
 }
 
 /**
- * (batch, M, K) @ (batch, K, N) → contiguous (batch, M, N) in a's dtype. The views may have any
- * strides: transposed (swapped strides) or broadcast along the batch (stride 0).
+ * (batch, M, K) @ (batch, K, N) → contiguous (batch, M, N) in a's dtype, plus `bias` (N) on every row
+ * when given. The views may have any strides: transposed (swapped strides) or broadcast along the
+ * batch (stride 0).
  */
-export function matmul(a: View, aData: TypedArray, b: View, bData: TypedArray): TypedArray {
+export function matmul(a: View, aData: TypedArray, b: View, bData: TypedArray, bias?: { view: View; data: TypedArray }): TypedArray {
   if (a.shape.length !== 3 || b.shape.length !== 3 || a.shape[0] !== b.shape[0] || a.shape[2] !== b.shape[1]) {
     throw new Error(`matmul: shapes ${shapeToString(a.shape)} and ${shapeToString(b.shape)} are not (batch, M, K) and (batch, K, N).`);
   }
@@ -138,14 +148,17 @@ export function matmul(a: View, aData: TypedArray, b: View, bData: TypedArray): 
   const bs = readable(bData);
   const out = resultArray(a.dtype, batch * M * N);
   const B = (i: number): Matrix => ({ data: bs, offset: b.offset + i * bBatch, rowStride: bRow, colStride: bCol });
+  const biasData = bias && readable(bias.data);
+  const biasAt = (j: number): number =>
+    bias && biasData ? (biasData[bias.view.offset + j * (bias.view.strides[0] as number)] as number) : 0;
   if (batch > 1 && bBatch === 0 && aBatch === M * aRow) {
     // One B for every batch (x @ W in a linear layer) and A's batches stacked row after row:
     // a single (batch·M, K) @ (K, N) product packs B once instead of `batch` times.
-    multiply({ data: as, offset: a.offset, rowStride: aRow, colStride: aCol }, B(0), batch * M, N, K, out, 0);
+    multiply({ data: as, offset: a.offset, rowStride: aRow, colStride: aCol }, B(0), batch * M, N, K, biasAt, out, 0);
   } else {
     for (let i = 0; i < batch; i++) {
       const A: Matrix = { data: as, offset: a.offset + i * aBatch, rowStride: aRow, colStride: aCol };
-      multiply(A, B(i), M, N, K, out, i * M * N);
+      multiply(A, B(i), M, N, K, biasAt, out, i * M * N);
     }
   }
   return stored(out, a.dtype);

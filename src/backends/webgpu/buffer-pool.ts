@@ -11,6 +11,11 @@
  * order, so a later kernel writing the buffer runs after the earlier ones reading it. (The one
  * exception, `queue.writeBuffer`, is handled by the executor; see `Executor.writeBuffer`.)
  *
+ * Buffers may be larger than a kernel can bind (WebGPU's maxStorageBufferBindingSize, 2 GiB on big
+ * GPUs), up to the device's maxBufferSize: a matmul fills such an output window by window (see
+ * `BufferWindow` in executor.ts), and a read copies it back. Requests up to the binding limit never get
+ * a size class above it, so every buffer that small stays bindable whole.
+ *
  * Destroying is different: a buffer destroyed while the still-unsubmitted command encoder refers to
  * it would make the whole submit invalid. Buffers that must go (the idle cap is exceeded, or `trim`)
  * and were used by the open batch are therefore destroyed only after it has been submitted.
@@ -37,8 +42,10 @@ export function sizeClass(bytes: number): number {
 }
 
 export interface PoolOptions {
-  /** Largest buffer a kernel may bind (the device's maxStorageBufferBindingSize, at most 2 GiB). */
+  /** Largest buffer the device can create (its maxBufferSize). */
   readonly maxBytes: number;
+  /** Largest buffer a kernel may bind whole (maxStorageBufferBindingSize, at most 2 GiB): size classes stop there. */
+  readonly bindableBytes: number;
   /** Idle bytes kept for reuse before freed buffers are destroyed instead. */
   readonly maxIdleBytes: number;
   /** The batch the executor is currently encoding, to know which buffers it still refers to. */
@@ -65,15 +72,15 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` bytes; `op` names the kernel in the error for an oversized request. */
   acquire(op: string, bytes: number): PooledBuffer {
-    const { maxBytes } = this.options;
+    const { maxBytes, bindableBytes } = this.options;
     if (bytes > maxBytes) {
       throw new Error(
-        `${op}: needs a buffer of ${bytes} bytes (${(bytes / 2 ** 20).toFixed(1)} MiB), more than this GPU ` +
-          `can bind to a kernel (${maxBytes} bytes: the smaller of maxStorageBufferBindingSize and 2 GiB); split the tensor or use the CPU backend.`,
+        `${op}: needs a buffer of ${bytes} bytes (${(bytes / 2 ** 30).toFixed(2)} GiB), more than this GPU ` +
+          `can hold in one buffer (maxBufferSize, ${maxBytes} bytes); split the tensor or use the CPU backend.`,
       );
     }
-    // The class may not exceed the limit even when the request fits it.
-    const capacity = Math.min(sizeClass(bytes), maxBytes - (maxBytes % 4));
+    const limit = bytes <= bindableBytes ? bindableBytes : maxBytes;
+    const capacity = Math.min(sizeClass(bytes), limit - (limit % 4));
     const reused = this.idle.get(capacity)?.pop();
     if (reused) {
       this.idleBytes -= capacity;

@@ -21,6 +21,7 @@ export const BufferUsage = {
   COPY_DST: 0x0008,
   UNIFORM: 0x0040,
   STORAGE: 0x0080,
+  QUERY_RESOLVE: 0x0200,
 } as const;
 
 /** `GPUMapMode.READ` and `GPUShaderStage.COMPUTE`, likewise fixed by the spec. */
@@ -35,6 +36,7 @@ export interface GpuLimits {
   readonly maxComputeInvocationsPerWorkgroup: number;
   readonly maxComputeWorkgroupsPerDimension: number;
   readonly minUniformBufferOffsetAlignment: number;
+  readonly minStorageBufferOffsetAlignment: number;
 }
 
 /** Optional features we asked for and got. */
@@ -43,7 +45,7 @@ export interface GpuFeatures {
   readonly f16: boolean;
   /** `subgroups`: cross-lane operations (available to kernels; none needs them yet). */
   readonly subgroups: boolean;
-  /** `timestamp-query`: GPU-side timing for benchmarks. */
+  /** `timestamp-query`: GPU-side timing, for the per-kernel profile (profiler.ts). */
   readonly timestampQuery: boolean;
 }
 
@@ -77,12 +79,18 @@ const flagsFromEnv = (): string[] => (process.env.WEBGPU_FLAGS ?? '').split(/\s+
  */
 const NVIDIA_F16_TOGGLE = 'vulkan_enable_f16_on_nvidia';
 
-/** `flags` with the NVIDIA f16 toggle added to (or as) the `enable-dawn-features=` list. */
-function withF16Toggle(flags: string[]): string[] {
-  const prefix = 'enable-dawn-features=';
-  const i = flags.findIndex((f) => f.startsWith(prefix));
-  if (i < 0) return [...flags, prefix + NVIDIA_F16_TOGGLE];
-  return flags.map((f, j) => (j === i ? `${f},${NVIDIA_F16_TOGGLE}` : f));
+/**
+ * Dawn rounds timestamp-query results to multiples of 65 536 ns (measured on lavapipe), a browser's
+ * defence against timing attacks that would make most kernels read as 0 or 65.5 µs in a profile
+ * (profiler.ts). Nothing here needs that defence, so the toggle is turned off.
+ */
+const TIMESTAMP_QUANTIZATION_TOGGLE = 'timestamp_quantization';
+
+/** `flags` with `toggle` added to (or as) the toggle list `list`, e.g. `enable-dawn-features=`. */
+function withToggle(flags: string[], list: string, toggle: string): string[] {
+  const i = flags.findIndex((f) => f.startsWith(list));
+  if (i < 0) return [...flags, list + toggle];
+  return flags.map((f, j) => (j === i ? `${f},${toggle}` : f));
 }
 
 export class GpuDevice {
@@ -110,7 +118,8 @@ export class GpuDevice {
   static async open(flags: string[] = flagsFromEnv()): Promise<GpuDevice> {
     // Imported here, not at the top, so that merely registering the backend does not load Dawn.
     const { create } = await import('webgpu');
-    const instance = create(withF16Toggle(flags));
+    const toggles = withToggle(flags, 'enable-dawn-features=', NVIDIA_F16_TOGGLE);
+    const instance = create(withToggle(toggles, 'disable-dawn-features=', TIMESTAMP_QUANTIZATION_TOGGLE));
     instances.add(instance);
     const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new Error(NO_ADAPTER);
@@ -129,6 +138,7 @@ export class GpuDevice {
       maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
       minUniformBufferOffsetAlignment: L.minUniformBufferOffsetAlignment,
+      minStorageBufferOffsetAlignment: L.minStorageBufferOffsetAlignment,
     };
     const features: GpuFeatures = {
       f16: device.features.has('shader-f16'),
@@ -136,6 +146,15 @@ export class GpuDevice {
       timestampQuery: device.features.has('timestamp-query'),
     };
     return new GpuDevice(instance, device, adapter.info, limits, features);
+  }
+
+  /**
+   * The largest buffer a kernel may bind whole: maxStorageBufferBindingSize, but at most 2 GiB because
+   * kernels index with 32-bit integers (strided offsets signed), and 2 GiB keeps every element index,
+   * even a float16 one, below 2³¹. Larger buffers are bound a window at a time (executor.ts).
+   */
+  get bindableBytes(): number {
+    return Math.min(this.limits.maxStorageBufferBindingSize, 2 ** 31);
   }
 
   /** True for a software renderer (Mesa's lavapipe, SwiftShader): a GPU emulated on the CPU's cores. */

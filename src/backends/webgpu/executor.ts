@@ -26,10 +26,14 @@
  *
  * Pipelines are compiled once per kernel key and cached; each kernel names its bindings, so bind
  * group layouts are explicit (never `'auto'`, which silently drops bindings a shader does not use).
+ *
+ * `profile(true)` times every dispatch on the GPU (profiler.ts): each then gets a pass of its own with
+ * timestamps at its beginning and end. Off, the default, dispatches share the pass as above.
  */
 import type { BufferPool, PooledBuffer } from './buffer-pool.js';
 import { BufferUsage, COMPUTE_STAGE, type GpuDevice, MAP_READ_MODE } from './device.js';
 import type { ParamStruct } from './params.js';
+import { NO_TIMESTAMP_QUERY, type ProfileRow, Profiler } from './profiler.js';
 
 /** How a kernel uses each storage buffer it binds. */
 export type Access = 'read' | 'write';
@@ -44,6 +48,28 @@ export interface Kernel<P extends string = string> {
   /** Generates the WGSL; called only the first time the key is seen. */
   readonly source: () => string;
 }
+
+/**
+ * Part of a buffer bound to a kernel: `size` bytes from byte `offset` (a multiple of the device's
+ * minStorageBufferOffsetAlignment). Kernels see the window as a whole array starting at index 0. This
+ * is how a matmul writes an output larger than one binding may be: a window of rows at a time.
+ */
+export interface BufferWindow {
+  readonly pooled: PooledBuffer;
+  readonly offset: number;
+  readonly size: number;
+}
+
+/** What a storage binding takes: a whole buffer, or a window of one. */
+export type Binding = PooledBuffer | BufferWindow;
+
+const isWindow = (b: Binding): b is BufferWindow => 'pooled' in b;
+const pooledOf = (b: Binding): PooledBuffer => (isWindow(b) ? b.pooled : b);
+
+/** The sentence for a tensor of `bytes` that a kernel would have to bind whole but cannot. */
+export const tooLargeToBind = (op: string, what: string, bytes: number, bindable: number): string =>
+  `${op}: ${what} of ${(bytes / 2 ** 30).toFixed(2)} GiB is more than this GPU can bind to one kernel (${bindable} bytes); ` +
+  'only matmul produces tensors that large (to be read back).';
 
 /** Workgroups to launch: a 1-D count (folded into 2-D when it is too large), or an explicit 3-D grid. */
 export type Grid = number | readonly [number, number, number];
@@ -72,6 +98,9 @@ export class Executor {
   private readonly bindGroups = new Map<string, { group: GPUBindGroup; ids: number[] }>();
   /** The cache keys that use each buffer, by buffer id, to drop them when it is destroyed. */
   private readonly keysByBuffer = new Map<number, Set<string>>();
+  /** Whether dispatches are timed; the profiler is made by the first `profile(true)` and kept for its rows. */
+  private profiling = false;
+  private profiler: Profiler | null = null;
 
   // The per-batch uniform slices: a CPU staging array and the GPU buffer it is uploaded to.
   private readonly uniformAlign: number;
@@ -99,12 +128,13 @@ export class Executor {
 
   /**
    * Encodes one kernel launch. `op` labels the GPU objects so that an error names it; `buffers` are
-   * bound in order to the kernel's storage bindings, and `params` fills its parameter struct.
+   * bound in order to the kernel's storage bindings (whole, or a window each), and `params` fills its
+   * parameter struct.
    */
   dispatch<P extends string>(
     op: string,
     kernel: Kernel<P>,
-    buffers: readonly PooledBuffer[],
+    buffers: readonly Binding[],
     params: Readonly<Record<P, number>> | null,
     grid: Grid,
   ): void {
@@ -114,8 +144,12 @@ export class Executor {
     const bytes = struct ? align(struct.byteLength, this.uniformAlign) : 0;
     if (this.dispatches >= MAX_DISPATCHES || this.uniformUsed + bytes > this.uniformCapacity) this.submit();
 
+    for (const b of buffers) {
+      const bytes = isWindow(b) ? b.size : b.capacity;
+      if (bytes > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'an operand', bytes, this.gpu.bindableBytes));
+    }
     const pipeline = this.pipeline(op, kernel);
-    for (const b of buffers) b.lastBatch = this.batch;
+    for (const b of buffers) pooledOf(b).lastBatch = this.batch;
     const offsets: number[] = [];
     let paramsSize = 0;
     if (struct && params) {
@@ -124,10 +158,11 @@ export class Executor {
       offsets.push(this.uniformUsed);
       this.uniformUsed += bytes;
     }
-    const pass = this.computePass();
+    const pass = this.profiling ? this.timedPass(op, kernel.key) : this.computePass();
     pass.setPipeline(pipeline.pipeline);
     pass.setBindGroup(0, this.bindGroup(op, pipeline, buffers, paramsSize), offsets);
     pass.dispatchWorkgroups(x, y, z);
+    if (this.profiling) this.endPass();
     this.dispatches++;
     this.gpu.throwIfFailed(op);
   }
@@ -188,7 +223,9 @@ export class Executor {
     if (this.uniformUsed > 0) {
       this.gpu.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformStaging, 0, this.uniformUsed);
     }
+    this.profiler?.beforeSubmit(this.encoder);
     this.gpu.device.queue.submit([this.encoder.finish()]);
+    this.profiler?.afterSubmit();
     this.encoder = null;
     this.dispatches = 0;
     this.uniformUsed = 0;
@@ -196,6 +233,19 @@ export class Executor {
     this.pool.afterSubmit();
     this.staging.afterSubmit();
     this.gpu.throwIfFailed('submit');
+  }
+
+  /** Starts or stops timing every dispatch on the GPU; throws a sentence when the GPU has no timestamps. */
+  profile(on: boolean): void {
+    if (on && !this.gpu.features.timestampQuery) throw new Error(NO_TIMESTAMP_QUERY);
+    if (on) this.profiler ??= new Profiler(this.gpu.device, MAX_DISPATCHES);
+    this.profiling = on;
+  }
+
+  /** GPU time per kernel since the last report, most first (see profiler.ts); waits for queued work. */
+  async profileReport(): Promise<ProfileRow[]> {
+    this.submit();
+    return this.profiler ? this.profiler.report() : [];
   }
 
   /**
@@ -208,20 +258,23 @@ export class Executor {
   }
 
   /** A bind group of `buffers` (and the uniform buffer, `paramsSize` bytes at a dynamic offset). */
-  private bindGroup(op: string, pipeline: Pipeline, buffers: readonly PooledBuffer[], paramsSize: number): GPUBindGroup {
+  private bindGroup(op: string, pipeline: Pipeline, buffers: readonly Binding[], paramsSize: number): GPUBindGroup {
     let key = `${pipeline.signature}/${paramsSize}`;
-    for (const b of buffers) key += `/${b.id}`;
+    for (const b of buffers) key += isWindow(b) ? `/${b.pooled.id}@${b.offset}+${b.size}` : `/${b.id}`;
     const cached = this.bindGroups.get(key);
     if (cached) {
       this.bindGroups.delete(key); // and back in at the end: the most recently used
       this.bindGroups.set(key, cached);
       return cached.group;
     }
-    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({ binding, resource: { buffer: b.buffer } }));
+    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({
+      binding,
+      resource: isWindow(b) ? { buffer: b.pooled.buffer, offset: b.offset, size: b.size } : { buffer: b.buffer },
+    }));
     if (paramsSize > 0) entries.push({ binding: buffers.length, resource: { buffer: this.uniformBuffer, offset: 0, size: paramsSize } });
     const group = this.gpu.device.createBindGroup({ layout: pipeline.layout, entries, label: op });
     if (this.bindGroups.size >= MAX_BIND_GROUPS) this.dropBindGroup(this.bindGroups.keys().next().value as string);
-    const ids = buffers.map((b) => b.id);
+    const ids = buffers.map((b) => pooledOf(b).id);
     this.bindGroups.set(key, { group, ids });
     for (const id of ids) {
       const keys = this.keysByBuffer.get(id);
@@ -294,6 +347,14 @@ export class Executor {
 
   private computePass(): GPUComputePassEncoder {
     this.pass ??= this.commandEncoder().beginComputePass();
+    return this.pass;
+  }
+
+  /** A pass of its own for one dispatch, with timestamps at its beginning and end for the profile. */
+  private timedPass(op: string, key: string): GPUComputePassEncoder {
+    this.endPass();
+    const timestampWrites = (this.profiler as Profiler).timestampWrites(op, key);
+    this.pass = this.commandEncoder().beginComputePass({ label: op, timestampWrites });
     return this.pass;
   }
 

@@ -7,6 +7,7 @@
  * - `buffer-pool.ts`  recycles GPU buffers by size class;
  * - `executor.ts`     encodes kernel calls into one compute pass, submits in batches, reads back;
  * - `params.ts`       packs each dispatch's sizes and strides into a uniform struct;
+ * - `profiler.ts`     times each kernel on the GPU when asked to (`profile`, `profileReport`);
  * - `kernels/*.ts`    the WGSL, one op family per file, each naming its CPU twin in `cpu/`.
  *
  * This class only checks and unwraps handles, allocates outputs and calls the kernels. Calls return
@@ -24,8 +25,9 @@ import type { Backend, BinaryOp, BufferHandle, RandomDist, ReduceOp, ScanInputs,
 import { registerBackend } from '../registry.js';
 import { BufferPool, type PooledBuffer } from './buffer-pool.js';
 import { BufferUsage, GpuDevice } from './device.js';
-import { Executor } from './executor.js';
+import { Executor, tooLargeToBind } from './executor.js';
 import { GpuBuffer, gpuBufferOf, type LiveBuffer } from './handle.js';
+import { runCausalAttention } from './kernels/attention.js';
 import { runConv1d, runConv1dGrad } from './kernels/conv1d.js';
 import { runCrossEntropy, runCrossEntropyGrad } from './kernels/cross-entropy.js';
 import { runCumsum } from './kernels/cumsum.js';
@@ -38,6 +40,7 @@ import { runReduce } from './kernels/reduce.js';
 import { chunkStatesSize, runSelectiveScan, scanBuffers, scanDevice } from './kernels/selective-scan.js';
 import { runSelectiveScanGrad } from './kernels/selective-scan-grad.js';
 import { runSoftmax } from './kernels/softmax.js';
+import type { ProfileRow } from './profiler.js';
 import { storageType } from './wgsl.js';
 
 /**
@@ -68,13 +71,12 @@ export class WebGpuBackend implements Backend {
     // The pools and the executor refer to each other; these run only after all three exist.
     const openBatch = () => this.exec.batch;
     const onDestroy = (b: PooledBuffer) => this.exec.forget(b);
-    // Kernels index with 32-bit integers (strided offsets signed): 2 GiB keeps every element index,
-    // even a float16 one, below 2³¹.
-    const maxBytes = Math.min(gpu.limits.maxStorageBufferBindingSize, 2 ** 31);
-    this.pool = new BufferPool(gpu.device, { maxBytes, maxIdleBytes: MAX_IDLE_BYTES, openBatch, onDestroy });
+    const maxBytes = gpu.limits.maxBufferSize;
+    const bindableBytes = gpu.bindableBytes;
+    this.pool = new BufferPool(gpu.device, { maxBytes, bindableBytes, maxIdleBytes: MAX_IDLE_BYTES, openBatch, onDestroy });
     const staging = new BufferPool(
       gpu.device,
-      { maxBytes, maxIdleBytes: MAX_IDLE_STAGING_BYTES, openBatch, onDestroy },
+      { maxBytes, bindableBytes: maxBytes, maxIdleBytes: MAX_IDLE_STAGING_BYTES, openBatch, onDestroy },
       BufferUsage.MAP_READ | BufferUsage.COPY_DST,
       'read-back',
     );
@@ -99,6 +101,29 @@ export class WebGpuBackend implements Backend {
   /** Whether float16 tensors are supported (the GPU has `shader-f16`). */
   get supportsFloat16(): boolean {
     return this.gpu.features.f16;
+  }
+
+  /** The largest buffer a kernel binds whole; matmul outputs may be larger (see executor.ts). */
+  get bindableBytes(): number {
+    return this.gpu.bindableBytes;
+  }
+
+  /** Whether kernels can be timed on this GPU (`profile`): it has the `timestamp-query` feature. */
+  get canProfile(): boolean {
+    return this.gpu.features.timestampQuery;
+  }
+
+  /**
+   * Turns the per-kernel GPU time profile on or off (profiler.ts); off by default, and free when off.
+   * On, every kernel runs in a compute pass of its own, which costs time: profile, then time without.
+   */
+  profile(on: boolean): void {
+    this.exec.profile(on);
+  }
+
+  /** GPU time per kernel since the last report, most first; waits for the queued work, then resets. */
+  profileReport(): Promise<ProfileRow[]> {
+    return this.exec.profileReport();
   }
 
   /** Gives idle pooled buffers back to the driver. */
@@ -226,14 +251,16 @@ export class WebGpuBackend implements Backend {
 
   // ---- linear algebra ----
 
-  matmul(a: View, b: View): BufferHandle {
+  matmul(a: View, b: View, bias?: View): BufferHandle {
     if (a.shape.length !== 3 || b.shape.length !== 3 || a.shape[0] !== b.shape[0] || a.shape[2] !== b.shape[1]) {
       throw new Error(`matmul: shapes [${a.shape.join(', ')}] and [${b.shape.join(', ')}] are not (batch, M, K) and (batch, K, N).`);
     }
     const [batch, M] = a.shape as [number, number, number];
     const N = b.shape[2] as number;
-    const out = this.alloc('matmul', batch * M * N, a.dtype);
-    runMatmul(this.exec, this.operand(a, 'matmul'), this.operand(b, 'matmul'), a.shape as [number, number, number], N, out.pooled, a.dtype);
+    const [A, B, C] = [this.operand(a, 'matmul'), this.operand(b, 'matmul'), bias ? this.operand(bias, 'matmul') : null];
+    const out = this.alloc('matmul', batch * M * N, a.dtype, batch === 1); // 2-D products are written in windows
+    const device = { pool: this.pool, bindable: this.gpu.bindableBytes, offsetAlign: this.gpu.limits.minStorageBufferOffsetAlignment };
+    runMatmul(this.exec, A, B, C, a.shape as [number, number, number], N, out.pooled, a.dtype, device);
     return out;
   }
 
@@ -313,6 +340,18 @@ export class WebGpuBackend implements Backend {
     return { gx, gw };
   }
 
+  causalAttention(q: View, k: View, v: View, scale: number): { out: BufferHandle; lse: BufferHandle } {
+    const op = 'causalAttention';
+    const [batch, heads, lq, dh] = q.shape as [number, number, number, number];
+    const out = this.alloc(op, batch * heads * lq * dh, q.dtype);
+    const lse = this.alloc(op, batch * heads * lq, q.dtype);
+    const inputs = [this.operand(q, op), this.operand(k, op), this.operand(v, op)] as const;
+    const sizes = { batch, heads, lq, lk: k.shape[2] as number, dh };
+    // The scan's view of the device (workgroup memory, whether to write loops out) is this kernel's too.
+    runCausalAttention(this.exec, inputs, sizes, scale, scanDevice(this.gpu), { out: out.pooled, lse: lse.pooled });
+    return { out, lse };
+  }
+
   // ---- selective scan ----
 
   selectiveScan(x: ScanInputs, sizes: ScanSizes, save = false): { y: BufferHandle; lastState: BufferHandle; saved?: BufferHandle } {
@@ -324,7 +363,7 @@ export class WebGpuBackend implements Backend {
     // The chunk states are the backward's, so always f32 (see kernels/selective-scan.ts).
     const saved = save ? this.alloc(op, chunkStatesSize(sizes), 'float32') : null;
     const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
-    runSelectiveScan(this.exec, buffers, dtype, sizes, scanDevice(this.gpu), out);
+    runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, scanDevice(this.gpu), out);
     return saved ? { y, lastState, saved } : { y, lastState };
   }
 
@@ -353,21 +392,27 @@ export class WebGpuBackend implements Backend {
 
   // ---- helpers ----
 
-  /** A new buffer for `size` elements of `dtype`, counted as live. */
-  private alloc(op: string, size: number, dtype: DType): LiveBuffer {
+  /**
+   * A new buffer for `size` elements of `dtype`, counted as live. Only a kernel that writes its output
+   * a window at a time (`windowed`) may get one larger than a binding; any other is refused before
+   * anything is allocated.
+   */
+  private alloc(op: string, size: number, dtype: DType, windowed = false): LiveBuffer {
     if (dtype === 'float16' && !this.gpu.features.f16) {
       throw new Error(`${op}: float16 needs a GPU with the 'shader-f16' feature, which this one lacks; use float32.`);
     }
     storageType(dtype); // refuses float64 with a sentence
     const bytes = size * BYTES_PER_ELEMENT[dtype];
+    if (!windowed && bytes > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'its output', bytes, this.gpu.bindableBytes));
     const handle = new GpuBuffer(this.pool.acquire(op, bytes), dtype, size, bytes);
     this.live += bytes;
     return handle as LiveBuffer;
   }
 
-  /** A view as a kernel operand, checked to be live, of its dtype and within its buffer. */
+  /** A view as a kernel operand, checked to be live, of its dtype, within its buffer and bindable. */
   private operand(view: View, op: string): Operand {
     const b = gpuBufferOf(view.buffer, op, extent(view), view.dtype);
+    if (b.bytes > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'an operand', b.bytes, this.gpu.bindableBytes));
     return { buffer: b.pooled, dtype: view.dtype, strides: view.strides, offset: view.offset };
   }
 

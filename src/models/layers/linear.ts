@@ -4,6 +4,7 @@
  */
 import type { DType } from '../../tensor/dtype.js';
 import { rand } from '../../tensor/ops/creation.js';
+import { linear } from '../../tensor/ops/matmul.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { Module } from '../module.js';
 
@@ -34,7 +35,6 @@ export class Linear extends Module {
 
   /** x (…, in) → (…, out). */
   forward(x: Tensor): Tensor {
-    const y = x.matmul(this.weight.transpose());
-    return this.bias ? y.add(this.bias) : y;
+    return linear(x, this.weight, this.bias);
   }
 }
