@@ -46,7 +46,11 @@ export interface PoolOptions {
   readonly maxBytes: number;
   /** Largest buffer a kernel may bind whole (maxStorageBufferBindingSize, at most 2 GiB): size classes stop there. */
   readonly bindableBytes: number;
-  /** Idle bytes kept for reuse before freed buffers are destroyed instead. */
+  /**
+   * Idle bytes kept for reuse before freed buffers are destroyed instead; the cap rises to the most
+   * bytes ever handed out at once, so a working set larger than it (a long sequence's logits) is kept
+   * too. The pool then holds at most twice the program's peak.
+   */
   readonly maxIdleBytes: number;
   /** The batch the executor is currently encoding, to know which buffers it still refers to. */
   readonly openBatch: () => number;
@@ -60,6 +64,8 @@ export class BufferPool {
   private readonly idle = new Map<number, PooledBuffer[]>();
   private idleBytes = 0;
   private allocatedBytes = 0;
+  /** The most bytes handed out (allocated and not idle) at any one time. */
+  private peakLiveBytes = 0;
   /** Buffers to destroy once the open batch has been submitted. */
   private doomed: PooledBuffer[] = [];
 
@@ -82,18 +88,17 @@ export class BufferPool {
     const limit = bytes <= bindableBytes ? bindableBytes : maxBytes;
     const capacity = Math.min(sizeClass(bytes), limit - (limit % 4));
     const reused = this.idle.get(capacity)?.pop();
-    if (reused) {
-      this.idleBytes -= capacity;
-      return reused;
-    }
-    this.allocatedBytes += capacity;
+    if (reused) this.idleBytes -= capacity;
+    else this.allocatedBytes += capacity;
+    this.peakLiveBytes = Math.max(this.peakLiveBytes, this.allocatedBytes - this.idleBytes);
+    if (reused) return reused;
     const buffer = this.device.createBuffer({ size: capacity, usage: this.usage, label: `${this.label} ${op}` });
     return { id: nextId++, buffer, capacity, lastBatch: -1 };
   }
 
   /** Takes a buffer back: into the pool, or to be destroyed when the pool is full. */
   release(b: PooledBuffer): void {
-    if (this.idleBytes + b.capacity > this.options.maxIdleBytes) {
+    if (this.idleBytes + b.capacity > Math.max(this.options.maxIdleBytes, this.peakLiveBytes)) {
       this.destroy(b);
       return;
     }

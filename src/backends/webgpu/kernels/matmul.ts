@@ -20,12 +20,16 @@
  *    addresses whether A is (M, K) row-major or a transposed view. When that axis has stride 1 (any
  *    contiguous or transposed tensor), the stride multiplication is left out: the contiguous fast path.
  *
+ * Tiles are 64 × 64 with 4 × 4 per thread, or 128 × 128 with 8 × 8 per thread when there are enough
+ * of those (split K included, below) to give every multiprocessor of a big GPU two. Accumulation is in
+ * f32 (i32 for int32); the CPU accumulates in doubles.
+ *
  * Out-of-range rows, columns and k steps (odd M, N, K) load zeros and are not stored. Batches run on
  * the grid's z dimension. A bias (a Linear layer's b) is added as the outputs are stored, which saves
  * the separate pass over C that `y.add(b)` would cost.
  *
  * **Split K.** A product with a small output but a long K (the LM head's dX = dY·W: 4096 × 128 outputs,
- * K = 50,257) has too few tiles to occupy a big GPU: 64 workgroups for 132 multiprocessors, each
+ * K = 50,257) has too few tiles to occupy a big GPU: 32 workgroups for 132 multiprocessors, each
  * walking all of K alone. Then K is cut into `splits` ranges that run as separate workgroups (on the
  * grid's z, with the batch), each writing a partial C; a second kernel sums the partials in a fixed
  * order (deterministic, no atomics) and adds the bias.
@@ -34,9 +38,7 @@
  * kernel may bind (2 GiB: 16,384 positions × 50,257 tokens is 3.3 GB). Rows of C are independent, so
  * the product is dispatched a window of rows at a time: each dispatch binds only its rows of C (at a
  * byte offset the device accepts) and sees them as a smaller M; its rows of A are reached by moving
- * aOffset. A 2-D product needs nothing more; a batched one must fit a binding. Tiles: 64 × 64 with 4 × 4 per thread, or 128 × 128 with 8 × 8 per thread
- * when the product is large enough to give every multiprocessor of a big GPU several tiles.
- * Accumulation is in f32 (i32 for int32); the CPU accumulates in doubles.
+ * aOffset. A 2-D product needs nothing more; a batched one must fit a binding.
  */
 import { BYTES_PER_ELEMENT, type DType } from '../../../tensor/dtype.js';
 import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
@@ -46,8 +48,8 @@ import { computeType, enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBin
 import { ELEMENTWISE_WORKGROUP, type Operand } from './elementwise.js';
 
 const BK = 16;
-/** Outputs at which 128 × 128 tiles pay off: 256 of them, two per multiprocessor of a large GPU. */
-const LARGE_TILES_FROM = 256 * 128 * 128;
+/** Workgroups of 128 × 128 tiles at which they pay off: two per multiprocessor of a large GPU. */
+const LARGE_TILE_WORKGROUPS = 256;
 /** Split K when the tiles are fewer than this: enough workgroups to fill a large GPU several times over. */
 const BUSY_WORKGROUPS = 512;
 /** Each K range at least this long, so a split's partial C is worth its extra traffic. */
@@ -291,9 +293,12 @@ export function runMatmul(
 ): void {
   const [aBatch, aRow, aCol] = a.strides as [number, number, number];
   const [bBatch, bRow, bCol] = b.strides as [number, number, number];
-  const T = batch * M * N >= LARGE_TILES_FROM ? 8 : 4;
-  const tiles = batch * Math.ceil(M / (16 * T)) * Math.ceil(N / (16 * T));
-  const splits = Math.max(1, Math.min(Math.ceil(BUSY_WORKGROUPS / tiles), Math.floor(K / MIN_SPLIT_K)));
+  const tiles = (T: number): number => batch * Math.ceil(M / (16 * T)) * Math.ceil(N / (16 * T));
+  const splitsFor = (T: number): number => Math.max(1, Math.min(Math.ceil(BUSY_WORKGROUPS / tiles(T)), Math.floor(K / MIN_SPLIT_K)));
+  // 128 × 128 tiles when there are enough of them (K splits included) to give every multiprocessor of
+  // a large GPU two: they reuse each loaded element twice as often as 64 × 64 tiles.
+  const T = tiles(8) * splitsFor(8) >= LARGE_TILE_WORKGROUPS ? 8 : 4;
+  const splits = splitsFor(T);
   const layout = { a: a.dtype, b: b.dtype, T, aLayout: layoutOf(aRow, aCol), bLayout: layoutOf(bRow, bCol) };
   const values = {
     M,
