@@ -34,7 +34,7 @@ const HELP = `Benchmarks of tensorscan; every time waits for the device to finis
                      (a software adapter such as llvmpipe counts as none, as for npm run train)
   --models NAME      scaling: seed (seed-mamba vs seed-transformer, default) or full
                      (mamba-small vs transformer-small)
-  --lengths LIST     scaling: sequence lengths, e.g. 64,128,256 (default 64,128,...,16384 on a GPU,
+  --lengths LIST     scaling: sequence lengths, e.g. 64,128,256 (default 64,128,...,65536 on a GPU,
                      64,...,1024 on a CPU or software adapter)
   --batch N          scaling: the batch size measured besides 1 (default 8);
                      train: the batch size (default 32)
