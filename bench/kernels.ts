@@ -5,8 +5,9 @@
  *   byte once and computes nothing, so no memory-bound kernel can beat it by much. It is measured
  *   first, in the same run, and the others are stated as a fraction of it.
  * - **element-wise** (unary exp, binary add) and **reductions** (row sums, at three row shapes, because
- *   the kernel picks a different schedule for short rows, square-ish and a few long rows) are
- *   memory-bound: GB/s of bytes read + written, and the fraction of the copy ceiling.
+ *   the kernel picks a different schedule for short rows, square-ish and a few long rows; then the
+ *   same matrices summed down their columns) are memory-bound: GB/s of bytes read + written, and the
+ *   fraction of the copy ceiling.
  * - **matmul** is compute-bound at these sizes: GFLOP/s (2·n³ per product), and the fraction of a
  *   reference: cuBLAS's fp32 SGEMM on the H200, 50.8 TFLOP/s. That number is a constant measured
  *   elsewhere, not in this run; it is the ceiling only on an H200.
@@ -126,10 +127,12 @@ export async function runKernelsSuite(ctx: SuiteContext): Promise<KernelsResult>
   const copyGbs = await bandwidth('copy (the ceiling)', floats, 2 * sizes.bytes, () => backend.free(backend.copy(xv, 'float32')));
   await bandwidth('unary exp', floats, 2 * sizes.bytes, () => backend.free(backend.unary('exp', xv)), copyGbs);
   await bandwidth('binary add', floats, 3 * sizes.bytes, () => backend.free(backend.binary('add', xv, contiguous(y, [n]))), copyGbs);
+  const sum = (outer: number, len: number, inner: number) => () => backend.free(backend.reduce('sum', x, 'float32', outer, len, inner));
   for (const cols of [64, 4096, n / 16]) {
     const rows = n / cols;
-    const bytes = sizes.bytes + rows * 4;
-    await bandwidth('sum rows', `${rows} x ${cols}`, bytes, () => backend.free(backend.reduce('sum', x, 'float32', rows, cols)), copyGbs);
+    await bandwidth('sum rows', `${rows} x ${cols}`, sizes.bytes + rows * 4, sum(rows, cols, 1), copyGbs);
+    // The same matrix summed down its columns where it lies, as a bias gradient is (axis 0).
+    await bandwidth('sum columns', `${rows} x ${cols}`, sizes.bytes + cols * 4, sum(1, rows, cols), copyGbs);
   }
   backend.free(x);
   backend.free(y);

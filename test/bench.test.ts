@@ -71,7 +71,7 @@ describe('npm run bench -- --quick', () => {
     async () => {
       const out = join(dir, 'kernels');
       const stdout = await bench('--quick', '--suite', 'kernels', '--out', out);
-      for (const kernel of ['copy (the ceiling)', 'unary exp', 'binary add', 'sum rows', 'matmul', 'dispatch'])
+      for (const kernel of ['copy (the ceiling)', 'unary exp', 'binary add', 'sum rows', 'sum columns', 'matmul', 'dispatch'])
         expect(stdout).toContain(kernel);
 
       const { result } = await readResults(out);

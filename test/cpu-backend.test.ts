@@ -109,7 +109,7 @@ describe('memory', () => {
     expect(backend.liveBytes()).toBe(40 + 20 + 24);
     backend.free(f16);
     expect(backend.liveBytes()).toBe(64);
-    const sum = backend.reduce('sum', f32, 'float32', 2, 5);
+    const sum = backend.reduce('sum', f32, 'float32', 2, 5, 1);
     expect(backend.liveBytes()).toBe(64 + 8);
     for (const b of [f32, f64, sum]) backend.free(b);
     expect(backend.liveBytes()).toBe(0);
@@ -123,7 +123,7 @@ describe('memory', () => {
     expect(() => cpu.free(buffer)).toThrow('free: the buffer was used after it was freed.');
     await expect(cpu.read(buffer, 'float32', 0, 1)).rejects.toThrow('freed');
     const ints = cpu.full(4, 1, 'int32');
-    expect(() => cpu.reduce('sum', ints, 'float32', 1, 4)).toThrow('reduce: the buffer holds int32 elements, not float32.');
+    expect(() => cpu.reduce('sum', ints, 'float32', 1, 4, 1)).toThrow('reduce: the buffer holds int32 elements, not float32.');
     await expect(cpu.read(ints, 'int32', 2, 3)).rejects.toThrow('4 elements but 5 are needed');
     expect(() => cpu.copy(view(ints, [3], [2], 0, 'int32'), 'int32')).toThrow('4 elements but 5 are needed');
   });
@@ -403,42 +403,63 @@ const rowsOf = (values: readonly number[], cols: number): number[][] =>
   Array.from({ length: values.length / cols }, (_, r) => values.slice(r * cols, (r + 1) * cols));
 
 describe('reduce', () => {
-  for (const [rows, cols] of [
-    [7, 33],
-    [33, 1],
-    [1, 7],
+  for (const [outer, len, inner] of [
+    [7, 33, 1],
+    [33, 1, 1],
+    [1, 7, 1],
+    [1, 7, 5], // a sum over axis 0 of a (7, 5) matrix
+    [3, 4, 5], // axis 1 of (3, 4, 5)
+    [4, 1, 3],
   ] as const) {
-    it(`sum, max, min and argmax over (${rows}, ${cols})`, async () => {
-      const values = roundTo(randomValues(rows * cols, rows + cols), 'float32');
+    it(`sum, max, min and argmax over the middle of (${outer}, ${len}, ${inner})`, async () => {
+      const values = roundTo(randomValues(outer * len * inner, outer + len + inner), 'float32');
       const x = upload(values);
-      const naiveRows = rowsOf(values, cols);
+      // The line that output (o, i) reduces, x[o, ·, i], picked out by its index.
+      const lines = Array.from({ length: outer * inner }, (_, c) => {
+        const [o, i] = [Math.floor(c / inner), c % inner];
+        return Array.from({ length: len }, (_, j) => values[(o * len + j) * inner + i] as number);
+      });
+      const n = outer * inner;
+      const reduce = (op: 'sum' | 'max' | 'min' | 'argmax') => cpu.reduce(op, x, 'float32', outer, len, inner);
       expectClose(
-        await readAll(cpu.reduce('sum', x, 'float32', rows, cols), 'float32', rows),
-        naiveRows.map((r) => r.reduce((s, v) => s + v, 0)),
+        await readAll(reduce('sum'), 'float32', n),
+        lines.map((r) => r.reduce((s, v) => s + v, 0)),
       );
-      expect(await readAll(cpu.reduce('max', x, 'float32', rows, cols), 'float32', rows)).toEqual(naiveRows.map((r) => Math.max(...r)));
-      expect(await readAll(cpu.reduce('min', x, 'float32', rows, cols), 'float32', rows)).toEqual(naiveRows.map((r) => Math.min(...r)));
-      const argmax = cpu.reduce('argmax', x, 'float32', rows, cols);
-      expect(await cpu.read(argmax, 'int32', 0, rows)).toBeInstanceOf(Int32Array);
-      expect(await readAll(argmax, 'int32', rows)).toEqual(naiveRows.map((r) => r.indexOf(Math.max(...r))));
+      expect(await readAll(reduce('max'), 'float32', n)).toEqual(lines.map((r) => Math.max(...r)));
+      expect(await readAll(reduce('min'), 'float32', n)).toEqual(lines.map((r) => Math.min(...r)));
+      const argmax = reduce('argmax');
+      expect(await cpu.read(argmax, 'int32', 0, n)).toBeInstanceOf(Int32Array);
+      expect(await readAll(argmax, 'int32', n)).toEqual(lines.map((r) => r.indexOf(Math.max(...r))));
     });
   }
 
   it('argmax takes the first of tied maxima and the first NaN; max and min propagate NaN', async () => {
     const x = upload([1, 3, 3, 0, -Infinity, -Infinity, -Infinity, -Infinity, 2, NaN, 5, NaN]);
-    expect(await readAll(cpu.reduce('argmax', x, 'float32', 3, 4), 'int32', 3)).toEqual([1, 0, 1]);
-    expect(await readAll(cpu.reduce('max', x, 'float32', 3, 4), 'float32', 3)).toEqual([3, -Infinity, NaN]);
-    expect(await readAll(cpu.reduce('min', x, 'float32', 3, 4), 'float32', 3)).toEqual([0, -Infinity, NaN]);
+    expect(await readAll(cpu.reduce('argmax', x, 'float32', 3, 4, 1), 'int32', 3)).toEqual([1, 0, 1]);
+    expect(await readAll(cpu.reduce('max', x, 'float32', 3, 4, 1), 'float32', 3)).toEqual([3, -Infinity, NaN]);
+    expect(await readAll(cpu.reduce('min', x, 'float32', 3, 4, 1), 'float32', 3)).toEqual([0, -Infinity, NaN]);
+    // The same values down the columns of a (4, 3) matrix: [1, 0, −∞, NaN], [3, −∞, −∞, 5], [3, −∞, 2, NaN].
+    expect(await readAll(cpu.reduce('argmax', x, 'float32', 1, 4, 3), 'int32', 3)).toEqual([3, 3, 3]);
+    expect(await readAll(cpu.reduce('max', x, 'float32', 1, 4, 3), 'float32', 3)).toEqual([NaN, 5, NaN]);
+    expect(await readAll(cpu.reduce('min', x, 'float32', 1, 4, 3), 'float32', 3)).toEqual([NaN, -Infinity, NaN]);
+    // Columns [5, 5] and [1, 5] of a (2, 2) matrix: a tie goes to the first row.
+    expect(await readAll(cpu.reduce('argmax', upload([5, 1, 5, 5]), 'float32', 1, 2, 2), 'int32', 2)).toEqual([0, 1]);
   });
 
   it('keeps the dtype: int32 sums, float16 sums rounded once from a double accumulator', async () => {
-    expect(await readAll(cpu.reduce('sum', upload([1, 2, 3, 4], 'int32'), 'int32', 2, 2), 'int32', 2)).toEqual([3, 7]);
+    expect(await readAll(cpu.reduce('sum', upload([1, 2, 3, 4], 'int32'), 'int32', 2, 2, 1), 'int32', 2)).toEqual([3, 7]);
+    expect(await readAll(cpu.reduce('sum', upload([1, 2, 3, 4], 'int32'), 'int32', 1, 2, 2), 'int32', 2)).toEqual([4, 6]);
     // 2048 + 1 + 1 rounds to 2048 at every step in float16 arithmetic, but the exact 2050 is representable.
-    expect(await readAll(cpu.reduce('sum', upload([2048, 1, 1], 'float16'), 'float16', 1, 3), 'float16', 1)).toEqual([2050]);
+    expect(await readAll(cpu.reduce('sum', upload([2048, 1, 1], 'float16'), 'float16', 1, 3, 1), 'float16', 1)).toEqual([2050]);
   });
 
-  it('rejects argmax of empty rows', () => {
-    expect(() => cpu.reduce('argmax', cpu.full(0, 0, 'float32'), 'float32', 2, 0)).toThrow('argmax of an empty row');
+  it('gives the identity over an empty axis, and rejects argmax there', async () => {
+    const empty = cpu.full(0, 0, 'float32');
+    expect(await readAll(cpu.reduce('sum', empty, 'float32', 2, 0, 3), 'float32', 6)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(await readAll(cpu.reduce('max', empty, 'float32', 1, 0, 2), 'float32', 2)).toEqual([-Infinity, -Infinity]);
+    expect(await readAll(cpu.reduce('min', empty, 'float32', 2, 0, 1), 'float32', 2)).toEqual([Infinity, Infinity]);
+    expect(() => cpu.reduce('argmax', empty, 'float32', 2, 0, 1)).toThrow('argmax over an empty axis');
+    expect(() => cpu.reduce('argmax', empty, 'float32', 1, 0, 3)).toThrow('argmax over an empty axis');
   });
 });
 

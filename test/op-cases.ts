@@ -82,6 +82,12 @@ export const opCases: OpCase[] = [
   // reductions
   ['sum all', (x) => x.sum(), [leaf([3, 4], 31)]],
   ['sum axes keepdim (permuted)', (x) => x.permute([2, 0, 1]).sum([0, 2], true), [leaf([2, 3, 4], 32)]],
+  // over leading and middle axes of contiguous tensors, which kernels read in place as (outer, len, inner)
+  ['sum axis 0 (a bias gradient)', (x) => x.sum(0), [leaf([5, 3], 170)]],
+  ['sum leading axes keepdim', (x) => x.sum([0, 1], true), [leaf([2, 3, 4], 171)]],
+  ['sum middle axis', (x) => x.sum(1), [leaf([2, 5, 3], 172)]],
+  ['sum a long leading axis (the GPU splits it into chunks)', (x) => x.sum(0), [leaf([300, 2], 173)]],
+  ['max middle axis', (x) => x.max(1), [leaf([3, 4, 2], 174)]],
   ['mean', (x) => x.mean(1), [leaf([3, 5], 33)]],
   ['max', (x) => x.max(-1), [leaf([4, 6], 34)]],
   ['min', (x) => x.min(0, true), [leaf([4, 6], 35)]],

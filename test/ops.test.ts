@@ -2,7 +2,7 @@
  * Forward values of every op on the CPU backend, against hand-computed values or a naive float64
  * implementation written here, independently of the kernels.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   arange,
   causalAttention,
@@ -219,6 +219,39 @@ describe('reductions', () => {
       return s;
     });
     close(got, want, 1e-12);
+  });
+
+  it('reduces consecutive axes of a contiguous tensor where it lies, with no copy, as the permuted path does', async () => {
+    const backend = await setBackend('cpu');
+    const copies = vi.spyOn(backend, 'copy');
+    try {
+      const [x, v] = t64([3, 4, 5], 2);
+      // Σ over `axes` the slow way: each element added into the slot of its kept coordinates.
+      const naiveSum = (axes: number[]): number[] => {
+        const out = new Array<number>(60 / axes.reduce((n, a) => n * (x.shape[a] as number), 1)).fill(0);
+        v.forEach((value, flat) => {
+          const coords = [Math.floor(flat / 20), Math.floor(flat / 5) % 4, flat % 5];
+          const slot = coords.reduce((s, c, a) => (axes.includes(a) ? s : s * (x.shape[a] as number) + c), 0);
+          out[slot] = (out[slot] as number) + value;
+        });
+        return out;
+      };
+      for (const axes of [[0], [1], [2], [0, 1], [1, 2], [0, 1, 2]]) close(await x.sum(axes).data(), naiveSum(axes), 1e-12);
+      const inPlace = [await x.sum(0).data(), await x.max(1).data(), await x.argmax(0).data()];
+      // The gradient of a broadcast bias: unbroadcast sums the contiguous (3, 4, 5) gradient over [0, 1].
+      const bias = tensor([1, 2, 3, 4, 5], [5], { dtype: 'float64', requiresGrad: true });
+      x.add(bias).mul(x).sum().backward();
+      close(await bias.grad!.data(), naiveSum([0, 1]), 1e-12); // d/db_k Σ (x + b)·x = Σ_ij x[i, j, k]
+      expect(copies).not.toHaveBeenCalled();
+
+      // A strided view takes the permuted path: one copy each, and the same values, bit for bit.
+      const t = x.permute([1, 0, 2]); // (4, 3, 5): its axis 1 is x's axis 0
+      const viaCopy = [await t.sum(1).data(), await t.max(0).data(), await t.argmax(1).data()];
+      expect(copies).toHaveBeenCalledTimes(3);
+      expect(viaCopy).toEqual(inPlace);
+    } finally {
+      copies.mockRestore();
+    }
   });
 
   it('logsumexp does not overflow', async () => {

@@ -1,82 +1,78 @@
 /**
- * Row kernels over a contiguous (rows, cols) array: reductions, prefix sums and softmax.
+ * Reductions, prefix sums and softmax on the CPU: the reference definitions.
  *
- * Each works one row at a time, accumulating in a JS double, so summing a long float32 row adds
- * essentially no error beyond the final rounding. The caller moves the reduced axis last (and makes
- * it contiguous).
+ * `reduce` folds the middle axis of a contiguous (outer, len, inner) array, so a reduction over leading
+ * or middle axes of a row-major tensor reads it where it lies (a row reduction is inner = 1). The scans
+ * and softmax work along the last axis of a contiguous (rows, cols) array. Everything accumulates in a
+ * JS double, so summing a long float32 line adds essentially no error beyond the final rounding.
  */
 import type { DType, TypedArray } from '../../tensor/dtype.js';
 import type { ReduceOp } from '../backend.js';
 import { type NumericArray, readable, resultArray, stored } from './buffer.js';
 
 /**
- * (rows, cols) → (rows): the sum, max, min or argmax of each row. Results have `dtype`, except argmax,
- * which gives int32 indices. NaN wins max/min/argmax (as in PyTorch); argmax ties go to the first
- * index. An empty row sums to 0, has max −∞ and min +∞, and has no argmax (an error).
+ * The sum, max, min or argmax of the `len` elements x[start], x[start + stride], …: one line of a
+ * reduction. NaN wins max/min/argmax (as in PyTorch); argmax gives the position along the line, the
+ * first of equal maxima. An empty line sums to 0 and has max −∞ and min +∞ (the caller refuses argmax).
  */
-export function reduce(op: ReduceOp, data: TypedArray, dtype: DType, rows: number, cols: number): TypedArray {
-  if (op === 'argmax' && cols === 0 && rows > 0) throw new Error('reduce: argmax of an empty row is undefined.');
+function reduceLine(op: ReduceOp, x: NumericArray, start: number, len: number, stride: number): number {
+  const end = start + len * stride;
+  switch (op) {
+    case 'sum': {
+      let s = 0;
+      for (let k = start; k < end; k += stride) s += x[k];
+      return s;
+    }
+    case 'max': {
+      let m = -Infinity;
+      for (let k = start; k < end; k += stride) {
+        const v = x[k];
+        if (v > m) m = v;
+        else if (Number.isNaN(v)) return NaN;
+      }
+      return m;
+    }
+    case 'min': {
+      let m = Infinity;
+      for (let k = start; k < end; k += stride) {
+        const v = x[k];
+        if (v < m) m = v;
+        else if (Number.isNaN(v)) return NaN;
+      }
+      return m;
+    }
+    case 'argmax': {
+      // Strict `>` keeps the first of equal maxima; starting at x[start] makes an all −∞ line give 0.
+      let best = x[start];
+      if (Number.isNaN(best)) return 0;
+      let arg = 0;
+      for (let k = start + stride, j = 1; k < end; k += stride, j++) {
+        const v = x[k];
+        if (v > best) {
+          best = v;
+          arg = j;
+        } else if (Number.isNaN(v)) {
+          return j;
+        }
+      }
+      return arg;
+    }
+  }
+}
+
+/**
+ * (outer, len, inner) → (outer, inner): y[o, i] = the sum, max, min or argmax over j of x[o, j, i],
+ * which lives at (o·len + j)·inner + i. A (rows, cols) row reduction is (rows, cols, 1). Results have
+ * `dtype`, except argmax, which gives int32 indices j. An empty axis (len = 0) sums to 0, has max −∞
+ * and min +∞, and has no argmax (an error).
+ */
+export function reduce(op: ReduceOp, data: TypedArray, dtype: DType, outer: number, len: number, inner: number): TypedArray {
+  if (op === 'argmax' && len === 0 && outer * inner > 0) throw new Error('reduce: argmax over an empty axis is undefined.');
   const x = readable(data);
   const outDtype: DType = op === 'argmax' ? 'int32' : dtype;
-  const out = resultArray(outDtype, rows);
-  for (let r = 0; r < rows; r++) {
-    const start = r * cols;
-    const end = start + cols;
-    switch (op) {
-      case 'sum': {
-        let s = 0;
-        for (let i = start; i < end; i++) s += x[i];
-        out[r] = s;
-        break;
-      }
-      case 'max': {
-        let m = -Infinity;
-        for (let i = start; i < end; i++) {
-          const v = x[i];
-          if (v > m) {
-            m = v;
-          } else if (Number.isNaN(v)) {
-            m = NaN;
-            break;
-          }
-        }
-        out[r] = m;
-        break;
-      }
-      case 'min': {
-        let m = Infinity;
-        for (let i = start; i < end; i++) {
-          const v = x[i];
-          if (v < m) {
-            m = v;
-          } else if (Number.isNaN(v)) {
-            m = NaN;
-            break;
-          }
-        }
-        out[r] = m;
-        break;
-      }
-      case 'argmax': {
-        // Strict `>` keeps the first of equal maxima; starting at x[start] makes an all −∞ row give 0.
-        let best = x[start];
-        let arg = 0;
-        if (!Number.isNaN(best)) {
-          for (let i = start + 1; i < end; i++) {
-            const v = x[i];
-            if (v > best) {
-              best = v;
-              arg = i - start;
-            } else if (Number.isNaN(v)) {
-              arg = i - start;
-              break;
-            }
-          }
-        }
-        out[r] = arg;
-        break;
-      }
-    }
+  const out = resultArray(outDtype, outer * inner);
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) out[o * inner + i] = reduceLine(op, x, o * len * inner + i, len, inner);
   }
   return stored(out, outDtype);
 }

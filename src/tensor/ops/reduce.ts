@@ -1,9 +1,14 @@
 /**
  * Reductions over any set of axes, with `keepdim`.
  *
- * Kernels only reduce the last axis of a contiguous (rows, cols) buffer, which every backend can do
- * fast. Any other request is brought to that form here: permute the reduced axes to the end, make the
- * result contiguous (a copy only when the layout requires it), and read it as (rows, cols).
+ * Kernels reduce the middle axis of a contiguous (outer, len, inner) buffer. A row-major tensor whose
+ * reduced axes are one consecutive run is already in that form, read in place: axis 0 of (n, d) is
+ * (1, n, d), axes [0, 1] of (b, t, d) are (1, b·t, d), axis 1 of (a, b, c) is (a, b, c). That is the
+ * common case in training — the gradient of a bias, or any broadcast operand (`unbroadcast`), sums a
+ * contiguous gradient over its leading axes — and a transposing copy there would move the whole
+ * gradient (the LM head's is 4096 × 50257 floats, 823 MB) just to sum it. Any other request (axes
+ * apart, or a strided view) is brought to the form (rows, cols, 1): permute the reduced axes to the
+ * end, make the result contiguous (a copy only when the layout requires it), and reduce its rows.
  */
 
 import { record } from '../../autograd/graph.js';
@@ -18,18 +23,34 @@ import { broadcastView, permute, reshape } from './views.js';
 const reducedShape = (shape: readonly number[], axes: number[], keepdim: boolean): number[] =>
   keepdim ? shape.map((d, i) => (axes.includes(i) ? 1 : d)) : shape.filter((_, i) => !axes.includes(i));
 
-/** Runs a row-reduction kernel over `axes`; the result has the reduced shape (no autograd). */
+/**
+ * x's buffer read as (outer, len, inner) with `axes` (sorted) as the middle, or null when that takes a
+ * copy: x must be row-major from element 0 of its buffer, and the axes one consecutive run (a kept
+ * axis of size 1 inside the run moves no element, so it does not break the run).
+ */
+function asMiddleAxis(x: Tensor, axes: number[]): [outer: number, len: number, inner: number] | null {
+  const first = axes[0];
+  const last = axes[axes.length - 1];
+  if (first === undefined || last === undefined || !x.isContiguous || x.offset !== 0) return null;
+  for (let a = first; a <= last; a++) if (x.shape[a] !== 1 && !axes.includes(a)) return null;
+  return [sizeOf(x.shape.slice(0, first)), sizeOf(axes.map((a) => x.shape[a] as number)), sizeOf(x.shape.slice(last + 1))];
+}
+
+/** Runs a reduction kernel over `axes`; the result has the reduced shape (no autograd). */
 function reduceKernel(op: ReduceOp, x: Tensor, axes: number[], keepdim: boolean): Tensor {
+  const backend = x.storage.backend;
+  const outShape = reducedShape(x.shape, axes, keepdim);
+  const outDtype = op === 'argmax' ? 'int32' : x.dtype;
+  const middle = asMiddleAxis(x, axes);
+  if (middle) return fromBuffer(backend.reduce(op, x.storage.buffer, x.dtype, ...middle), outShape, outDtype, backend);
   const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
   const moved = permute(x, [...kept, ...axes]);
   const rowsFirst = contiguous(moved);
-  const cols = sizeOf(axes.map((a) => x.shape[a] as number));
-  const rows = cols === 0 ? sizeOf(kept.map((a) => x.shape[a] as number)) : x.size / cols;
-  const backend = x.storage.backend;
-  const buffer = backend.reduce(op, rowsFirst.storage.buffer, x.dtype, rows, cols);
+  const sizes = (list: number[]) => sizeOf(list.map((a) => x.shape[a] as number));
+  const buffer = backend.reduce(op, rowsFirst.storage.buffer, x.dtype, sizes(kept), sizes(axes), 1);
   moved.dispose();
   rowsFirst.dispose();
-  return fromBuffer(buffer, reducedShape(x.shape, axes, keepdim), op === 'argmax' ? 'int32' : x.dtype, backend);
+  return fromBuffer(buffer, outShape, outDtype, backend);
 }
 
 /** Σ over `axes` (all by default). Backward broadcasts the gradient back over the summed axes. */
