@@ -135,6 +135,78 @@ describe('Adam and AdamW', () => {
     model.dispose();
   });
 
+  it('updates each parameter in one fused kernel that matches float64 Adam and AdamW at t = 1, 2 and 10', async () => {
+    const [rows, cols] = [5, 7]; // a matrix under a weight's name, so AdamW decays it
+    const n = rows * cols;
+    const wave = (i: number, t: number): number => Math.fround(Math.sin(1.3 * i + 0.7 * t)); // float32 values
+    for (const dtype of ['float32', 'float64'] as const) {
+      // float32 rounds p, m and v when it stores them (about 6e-8 relative per step); float64 does not.
+      const rtol = dtype === 'float32' ? 1e-6 : 1e-14;
+      for (const weightDecay of [0, 0.1]) {
+        const p = tensor(
+          Float64Array.from({ length: n }, (_, i) => wave(i, 0)),
+          [rows, cols],
+          { dtype },
+        ).requireGrad();
+        const named: [string, Tensor][] = [['layer.weight', p]];
+        const optimizer = weightDecay > 0 ? new AdamW(named, { lr: 0.01, weightDecay }) : new Adam(named, { lr: 0.01 });
+        // The textbook formulas in plain float64 numbers.
+        const ref = { p: await values(p), m: new Array<number>(n).fill(0), v: new Array<number>(n).fill(0) };
+        for (let t = 1; t <= 10; t++) {
+          const lr = 0.01 * (1 + t / 10); // changed every step, as the schedule does
+          optimizer.lr = lr;
+          const g = Array.from({ length: n }, (_, i) => wave(i, t));
+          // The gradient as a transposed view, the layout Linear layers produce: (r, c) at c·rows + r.
+          const columns = Float64Array.from({ length: n }, (_, j) => g[(j % rows) * cols + Math.floor(j / rows)] as number);
+          p.grad = tensor(columns, [cols, rows], { dtype }).transpose();
+          optimizer.step();
+          optimizer.zeroGrad();
+          for (let i = 0; i < n; i++) {
+            const gi = g[i] as number;
+            ref.m[i] = 0.9 * (ref.m[i] as number) + 0.1 * gi;
+            ref.v[i] = 0.999 * (ref.v[i] as number) + 0.001 * gi ** 2;
+            const mHat = (ref.m[i] as number) / (1 - 0.9 ** t);
+            const vHat = (ref.v[i] as number) / (1 - 0.999 ** t);
+            ref.p[i] = (ref.p[i] as number) * (1 - lr * weightDecay) - (lr * mHat) / (Math.sqrt(vHat) + 1e-8);
+          }
+          if (![1, 2, 10].includes(t)) continue;
+          const moments = optimizer.state().tensors;
+          const got = {
+            p: await values(p),
+            m: await values(moments.get('layer.weight.exp_avg') as Tensor),
+            v: await values(moments.get('layer.weight.exp_avg_sq') as Tensor),
+          };
+          for (const key of ['p', 'm', 'v'] as const) {
+            // Relative to the largest element: m sums terms of both signs, so a small element carries
+            // the absolute rounding error of the larger terms that formed it.
+            const scale = Math.max(...ref[key].map(Math.abs));
+            got[key].forEach((x, i) => {
+              const error = Math.abs(x - (ref[key][i] as number));
+              expect(error, `${key}[${i}], ${dtype}, λ = ${weightDecay}, t = ${t}`).toBeLessThanOrEqual(rtol * scale);
+            });
+          }
+        }
+        optimizer.dispose();
+        p.dispose();
+      }
+    }
+  });
+
+  it('refuses a strided parameter and one its backend cannot update, in one sentence', () => {
+    const transposed = tensor([
+      [1, 2],
+      [3, 4],
+    ]).transpose();
+    expect(() => new Adam([['w', transposed]], { lr: 0.1 })).toThrow(
+      'Adam: the parameter "w" is a strided view; the update needs it dense from the start of its buffer.',
+    );
+    const half = tensor([1, 2], { dtype: 'float16' }).requireGrad();
+    half.grad = tensor([1, 1], { dtype: 'float16' });
+    expect(() => new Adam([['h', half]], { lr: 0.1 }).step()).toThrow(
+      'adamStep: the CPU updates float32 and float64 parameters, not float16.',
+    );
+  });
+
   it('round-trips its state and refuses a state for other parameters', async () => {
     const p = tensor([1, 2, 3]).requireGrad();
     const a = new Adam([['w', p]], { lr: 0.01 });

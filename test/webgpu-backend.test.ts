@@ -10,7 +10,7 @@
  */
 import { Float16Array } from '@petamoriken/float16';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/backends/backend.js';
+import type { AdamScalars, Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/backends/backend.js';
 import type { CpuBuffer } from '../src/backends/cpu/buffer.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
 import { BufferPool } from '../src/backends/webgpu/buffer-pool.js';
@@ -255,7 +255,7 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       const step = () => {
         const a = G().unary('exp', v(x));
         const b = G().binary('mul', v(a), v(x));
-        const s = G().reduce('sum', b, 'float32', 10, 100);
+        const s = G().reduce('sum', b, 'float32', 10, 100, 1);
         G().free(a);
         G().free(b);
         return s;
@@ -437,18 +437,35 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       [2, 20000], // long rows: the two-pass reduction
     ];
 
-    it('reduces rows: sum, max, min, argmax', async () => {
-      for (const [rows, cols] of SHAPES) {
-        const x = random(rows * cols, rows + cols, 'float32', -10, 10);
-        const n = rows * cols;
-        await check(`sum ${rows}x${cols}`, 'float32', (b, s) => b.reduce('sum', s(x), 'float32', rows, cols), {
+    /**
+     * Reductions of the middle of (outer, len, inner): rows (inner = 1), then columns in one pass and in
+     * chunks (long columns, few of them: chunks of max(len·columns / 2¹⁸, √len) elements).
+     */
+    const REDUCE_SHAPES: [number, number, number][] = [
+      ...SHAPES.map(([rows, cols]): [number, number, number] => [rows, cols, 1]),
+      [1, 7, 3], // axis 0 of a (7, 3) matrix
+      [3, 33, 7], // axis 1 of (3, 33, 7)
+      [5, 1, 4],
+      [2, 9, 300], // columns past one workgroup
+      [1, 4096, 5], // few long columns: 64 chunks of 64
+      [2, 3000, 7], // 55 chunks of 55, the last one of 30
+      [1, 300, 1000], // 17 chunks of 18 over columns past one workgroup
+    ];
+    const shape = ([outer, len, inner]: number[]) => `(${outer}, ${len}, ${inner})`;
+
+    it('reduces (outer, len, inner) to (outer, inner): sum, max, min, argmax', async () => {
+      for (const [outer, len, inner] of REDUCE_SHAPES) {
+        const n = outer * len * inner;
+        const x = random(n, outer + len + inner, 'float32', -10, 10);
+        const at = shape([outer, len, inner]);
+        await check(`sum ${at}`, 'float32', (b, s) => b.reduce('sum', s(x), 'float32', outer, len, inner), {
           rtol: 1e-5,
           atol: 2e-5 * Math.sqrt(n),
         });
         for (const op of ['max', 'min'] as const) {
-          await check(`${op} ${rows}x${cols}`, 'float32', (b, s) => b.reduce(op, s(x), 'float32', rows, cols), EXACT);
+          await check(`${op} ${at}`, 'float32', (b, s) => b.reduce(op, s(x), 'float32', outer, len, inner), EXACT);
         }
-        await check(`argmax ${rows}x${cols}`, 'int32', (b, s) => b.reduce('argmax', s(x), 'float32', rows, cols), EXACT);
+        await check(`argmax ${at}`, 'int32', (b, s) => b.reduce('argmax', s(x), 'float32', outer, len, inner), EXACT);
       }
     });
 
@@ -458,31 +475,64 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       values[cols + 15000] = Number.NaN;
       values[cols + 17000] = Number.NaN;
       const x = upload(values);
+      // As rows, the NaNs fall in row 1; as (1, 10000, 4) columns, both in column 0, in different chunks.
+      const layouts: [string, number, number, number][] = [
+        ['rows', 2, cols, 1],
+        ['short rows', 40, 1000, 1],
+        ['columns', 1, cols / 2, 4],
+        ['short columns', 200, 50, 4],
+      ];
       for (const op of ['argmax', 'max', 'min'] as const) {
         const dtype = op === 'argmax' ? 'int32' : 'float32';
-        await check(`${op} ties/NaN`, dtype, (b, s) => b.reduce(op, s(x), 'float32', 2, cols), EXACT);
-        await check(`${op} ties/NaN short`, dtype, (b, s) => b.reduce(op, s(x), 'float32', 40, 1000), EXACT);
+        for (const [name, outer, len, inner] of layouts) {
+          await check(`${op} ties/NaN ${name}`, dtype, (b, s) => b.reduce(op, s(x), 'float32', outer, len, inner), EXACT);
+        }
       }
-      const inf = upload([-Infinity, -Infinity, -Infinity]);
-      await check('argmax all −∞', 'int32', (b, s) => b.reduce('argmax', s(inf), 'float32', 1, 3), EXACT);
-      await check('max all −∞', 'float32', (b, s) => b.reduce('max', s(inf), 'float32', 1, 3), EXACT);
+      const inf = upload([-Infinity, -Infinity, -Infinity, -Infinity]);
+      await check('argmax all −∞', 'int32', (b, s) => b.reduce('argmax', s(inf), 'float32', 1, 4, 1), EXACT);
+      await check('max all −∞', 'float32', (b, s) => b.reduce('max', s(inf), 'float32', 1, 4, 1), EXACT);
+      await check('argmax all −∞ columns', 'int32', (b, s) => b.reduce('argmax', s(inf), 'float32', 1, 2, 2), EXACT);
     });
 
-    it('reduces int32 and float16 rows, and empty rows', async () => {
-      const xi = upload(randomValues(3 * 33, 14, -1000, 1000), 'int32');
-      for (const op of ['sum', 'max', 'min', 'argmax'] as const) {
-        await check(`${op} int32`, 'int32', (b, s) => b.reduce(op, s(xi), 'int32', 3, 33), EXACT);
-      }
-      if (G().supportsFloat16) {
-        const xh = random(3 * 33, 15, 'float16', -10, 10);
-        await check('sum f16', 'float16', (b, s) => b.reduce('sum', s(xh), 'float16', 3, 33), { rtol: 1e-3, atol: 1e-2 });
-        await check('max f16', 'float16', (b, s) => b.reduce('max', s(xh), 'float16', 3, 33), EXACT);
+    it('reduces int32 and float16, and empty axes', async () => {
+      for (const [outer, len, inner] of [
+        [3, 33, 1],
+        [3, 33, 7],
+        [1, 3000, 3], // chunked
+      ]) {
+        const n = outer * len * inner;
+        const at = shape([outer, len, inner]);
+        const xi = upload(randomValues(n, 14 + n, -1000, 1000), 'int32');
+        for (const op of ['sum', 'max', 'min', 'argmax'] as const) {
+          await check(`${op} int32 ${at}`, 'int32', (b, s) => b.reduce(op, s(xi), 'int32', outer, len, inner), EXACT);
+        }
+        if (G().supportsFloat16) {
+          const xh = random(n, 15 + n, 'float16', -10, 10);
+          const f16: Tolerance = { rtol: 1e-3, atol: 1e-2 };
+          await check(`sum f16 ${at}`, 'float16', (b, s) => b.reduce('sum', s(xh), 'float16', outer, len, inner), f16);
+          await check(`max f16 ${at}`, 'float16', (b, s) => b.reduce('max', s(xh), 'float16', outer, len, inner), EXACT);
+        }
       }
       const empty = upload([]);
-      for (const op of ['sum', 'max', 'min'] as const) {
-        await check(`${op} empty`, 'float32', (b, s) => b.reduce(op, s(empty), 'float32', 3, 0), EXACT);
+      for (const [outer, len, inner] of [
+        [3, 0, 1],
+        [3, 0, 4],
+        [0, 5, 3],
+        [1, 300, 0],
+      ]) {
+        const at = shape([outer, len, inner]);
+        for (const op of ['sum', 'max', 'min'] as const) {
+          await check(`${op} ${at}`, 'float32', (b, s) => b.reduce(op, s(empty), 'float32', outer, len, inner), EXACT);
+        }
       }
-      expect(() => G().reduce('argmax', empty.gpu, 'float32', 3, 0)).toThrow(/empty row/);
+      expect(() => G().reduce('argmax', empty.gpu, 'float32', 3, 0, 1)).toThrow(/empty axis/);
+      expect(() => G().reduce('argmax', empty.gpu, 'float32', 1, 0, 4)).toThrow(/empty axis/);
+    });
+
+    it('folds a grid of more than 65535 workgroups of columns into two dimensions', async () => {
+      const inner = 65535 * 128 + 500; // (2, 1, inner): a thread per column, 65535 · 256 + 1000 of them
+      const x = upload(Float32Array.from({ length: 2 * inner }, (_, i) => (i % 1999) - 999));
+      await check(`max (2, 1, ${inner})`, 'float32', (b, s) => b.reduce('max', s(x), 'float32', 2, 1, inner), EXACT);
     });
 
     it('takes prefix sums along rows, forwards and in reverse', async () => {
@@ -774,6 +824,71 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
 
     it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
       await contiguous(1, 65537, 1, 2, 2); // one query block per (batch, head): 65537 workgroups
+    });
+  });
+
+  describe('Adam update', () => {
+    // Step 3 of AdamW at lr 1e-3 with λ = 0.1, folded into scalars as the optimizer does (optim/adam.ts).
+    const scalars: AdamScalars = {
+      beta1: 0.9,
+      beta2: 0.999,
+      stepSize: 1e-3 / (1 - 0.9 ** 3),
+      rootCorrection: 1 / Math.sqrt(1 - 0.999 ** 3),
+      eps: 1e-8,
+      shrink: 1 - 1e-3 * 0.1,
+    };
+
+    /**
+     * Updates p, g, m, v (the arrays `data`, of one length n) in place on both backends and compares p, m
+     * and v from element `from` on. Elements are independent, so the CPU reference updates only those.
+     */
+    async function update(data: readonly Float32Array[], from = 0): Promise<void> {
+      const n = (data[0] as Float32Array).length;
+      const [p, g, m, v] = data.map((x) => ({ cpu: cpu.upload(x.subarray(from), 'float32'), gpu: G().upload(x, 'float32') }));
+      cpu.adamStep(p.cpu, g.cpu, m.cpu, v.cpu, n - from, 'float32', scalars);
+      G().adamStep(p.gpu, g.gpu, m.gpu, v.gpu, n, 'float32', scalars);
+      for (const [name, x] of [
+        ['p', p],
+        ['m', m],
+        ['v', v],
+      ] as const) {
+        const [actual, expected] = [await G().read(x.gpu, 'float32', from, n - from), await readAll(cpu, x.cpu, 'float32', n - from)];
+        expectClose(`adamStep ${n}: ${name}`, actual, expected, F32);
+      }
+      for (const x of [p, g, m, v]) {
+        cpu.free(x.cpu);
+        G().free(x.gpu);
+      }
+    }
+
+    it('updates p, m and v in place like the CPU, at every size', async () => {
+      // p and g in [−1, 1), m in [−0.1, 0.1), v in [0, 0.01).
+      const ranges: [number, number][] = [
+        [-1, 1],
+        [-1, 1],
+        [-0.1, 0.1],
+        [0, 0.01],
+      ];
+      for (const n of SIZES) await update(ranges.map(([lo, hi], k) => Float32Array.from(randomValues(n, 80 + n + k, lo, hi))));
+    });
+
+    it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
+      // Four shifted windows of one pattern in [0, 1) (cheap to make), compared from 1000 elements
+      // before the first workgroup of the second grid row.
+      const n = 65535 * ELEMENTWISE_WORKGROUP + 1000;
+      const pattern = new Float32Array(n + 3);
+      for (let i = 0; i < pattern.length; i++) pattern[i] = (i % 1999) / 1999;
+      await update(
+        [0, 1, 2, 3].map((k) => pattern.subarray(k, k + n)),
+        n - 2000,
+      );
+    });
+
+    it('refuses a dtype other than float32, in one sentence', () => {
+      const x = upload([1, 2, 3], 'int32');
+      expect(() => G().adamStep(x.gpu, x.gpu, x.gpu, x.gpu, 3, 'int32', scalars)).toThrow(
+        /^adamStep: the GPU updates float32 parameters, not int32\.$/,
+      );
     });
   });
 

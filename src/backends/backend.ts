@@ -8,13 +8,14 @@
  *
  * Rules every kernel follows:
  * - Inputs are read-only views; every output is a **new, contiguous** buffer the caller owns
- *   (except `assign`, which writes into an existing view).
+ *   (except `assign`, which writes into an existing view, and `adamStep`, which updates in place).
  * - Calls are synchronous to make; a backend may queue the work (the GPU does). Only `read` waits.
  * - Float inputs are computed in at least f32; `float16` is a storage format.
  * - Output dtype: a's for binary and `where`; int32 for argmax; otherwise the dtype of the first float
  *   input (conv1dGrad: gx as x, gw as w). int32 results truncate and wrap like JS's ToInt32.
- * - Edge cases: an empty row sums to 0 (max −∞, min +∞); a fully −∞ softmax row is NaN; uniform
- *   draws are in [0, 1) before rounding to the dtype (float16 may round up to 1).
+ * - Edge cases: an empty reduction (len = 0) sums to 0 (max −∞, min +∞, argmax an error); a fully −∞
+ *   softmax row is NaN; uniform draws are in [0, 1) before rounding to the dtype (float16 may round
+ *   up to 1).
  * - Strides are ≥ 0. Out-of-range ids or targets are errors on the CPU, which checks them, and
  *   undefined behaviour on backends that cannot check without a round trip (the GPU).
  *
@@ -91,6 +92,24 @@ export interface ScanInputs {
   C: BufferHandle;
 }
 
+/**
+ * The scalars of one Adam/AdamW update (`adamStep`), computed by the optimizer in float64 with the bias
+ * corrections and the learning rate folded in (see src/train/optim/adam.ts).
+ */
+export interface AdamScalars {
+  /** β₁, β₂: the share of the old first and second moment that each step keeps. */
+  readonly beta1: number;
+  readonly beta2: number;
+  /** lr / (1 − β₁ᵗ): the learning rate times the first moment's bias correction. */
+  readonly stepSize: number;
+  /** 1 / √(1 − β₂ᵗ): the second moment's bias correction, applied to √v. */
+  readonly rootCorrection: number;
+  /** ε, added to the corrected √v̂. */
+  readonly eps: number;
+  /** 1 − lr·λ: the factor by which decoupled weight decay shrinks the parameter (1 for plain Adam). */
+  readonly shrink: number;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -126,10 +145,24 @@ export interface Backend {
    */
   random(dist: RandomDist, size: number, seed: number, dtype: DType): BufferHandle;
 
-  // ---- reductions and scans over the last axis of a contiguous (rows, cols) buffer ----
-  /** (rows, cols) → (rows); argmax gives int32 indices. */
-  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, rows: number, cols: number): BufferHandle;
-  /** Inclusive prefix sum along each row; `reverse` sums from the end (the backward of cumsum). */
+  /**
+   * One Adam/AdamW step, in place, over contiguous buffers of `size` elements of `dtype` (float32, and
+   * float64 on the CPU): with the scalars `s`, every element updates
+   *     m ← β₁·m + (1 − β₁)·g,   v ← β₂·v + (1 − β₂)·g²,
+   *     param ← shrink·param − stepSize·m / (√v·rootCorrection + ε)
+   * using the new m and v: one kernel per parameter, where separate element-wise ops take about twenty.
+   */
+  adamStep(param: BufferHandle, grad: BufferHandle, m: BufferHandle, v: BufferHandle, size: number, dtype: DType, s: AdamScalars): void;
+
+  // ---- reductions and scans over contiguous buffers ----
+  /**
+   * Reduces the middle axis of a contiguous (outer, len, inner) buffer: (outer, len, inner) → (outer,
+   * inner), y[o, i] = op over j of x[o, j, i]. A row reduction (rows, cols) → (rows) is (rows, cols, 1);
+   * a sum over axis 0 of a contiguous (n, d) matrix is (1, n, d), read in place. argmax gives the int32
+   * index j of the first maximum (NaN wins max, min and argmax).
+   */
+  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, outer: number, len: number, inner: number): BufferHandle;
+  /** Inclusive prefix sum along each row of (rows, cols); `reverse` sums from the end (cumsum's backward). */
   cumsum(x: BufferHandle, dtype: DType, rows: number, cols: number, reverse: boolean): BufferHandle;
   /** Softmax (or log-softmax) along each row. */
   softmax(x: BufferHandle, dtype: DType, rows: number, cols: number, log: boolean): BufferHandle;

@@ -9,8 +9,20 @@
  */
 import { BYTES_PER_ELEMENT, type DType, dtypeOf, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf } from '../../tensor/shape.js';
-import type { Backend, BinaryOp, BufferHandle, RandomDist, ReduceOp, ScanInputs, ScanSizes, UnaryOp, View } from '../backend.js';
+import type {
+  AdamScalars,
+  Backend,
+  BinaryOp,
+  BufferHandle,
+  RandomDist,
+  ReduceOp,
+  ScanInputs,
+  ScanSizes,
+  UnaryOp,
+  View,
+} from '../backend.js';
 import { registerBackend } from '../registry.js';
+import { adamStep } from './adam.js';
 import { causalAttention } from './attention.js';
 import { arrayOf, type CpuBuffer, converted, resultArray, stored } from './buffer.js';
 import { conv1d, conv1dGrad } from './conv1d.js';
@@ -100,10 +112,15 @@ export class CpuBackend implements Backend {
     return this.#wrap(random(dist, size, seed, dtype));
   }
 
+  adamStep(param: BufferHandle, grad: BufferHandle, m: BufferHandle, v: BufferHandle, size: number, dtype: DType, s: AdamScalars): void {
+    const data = (b: BufferHandle) => arrayOf(b, 'adamStep', size, dtype);
+    adamStep(data(param), data(grad), data(m), data(v), size, s);
+  }
+
   // ---- reductions and scans ----
 
-  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, rows: number, cols: number): BufferHandle {
-    return this.#wrap(reduce(op, arrayOf(x, 'reduce', rows * cols, dtype), dtype, rows, cols));
+  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, outer: number, len: number, inner: number): BufferHandle {
+    return this.#wrap(reduce(op, arrayOf(x, 'reduce', outer * len * inner, dtype), dtype, outer, len, inner));
   }
 
   cumsum(x: BufferHandle, dtype: DType, rows: number, cols: number, reverse: boolean): BufferHandle {

@@ -21,12 +21,24 @@
 import { Float16Array } from '@petamoriken/float16';
 import { BYTES_PER_ELEMENT, type DType, type TypedArray, toTypedArray } from '../../tensor/dtype.js';
 import { contiguousStrides, sizeOf } from '../../tensor/shape.js';
-import type { Backend, BinaryOp, BufferHandle, RandomDist, ReduceOp, ScanInputs, ScanSizes, UnaryOp, View } from '../backend.js';
+import type {
+  AdamScalars,
+  Backend,
+  BinaryOp,
+  BufferHandle,
+  RandomDist,
+  ReduceOp,
+  ScanInputs,
+  ScanSizes,
+  UnaryOp,
+  View,
+} from '../backend.js';
 import { registerBackend } from '../registry.js';
 import { BufferPool, type PooledBuffer } from './buffer-pool.js';
 import { BufferUsage, GpuDevice } from './device.js';
 import { Executor, tooLargeToBind } from './executor.js';
 import { GpuBuffer, gpuBufferOf, type LiveBuffer } from './handle.js';
+import { runAdamStep } from './kernels/adam.js';
 import { runCausalAttention } from './kernels/attention.js';
 import { runConv1d, runConv1dGrad } from './kernels/conv1d.js';
 import { runCrossEntropy, runCrossEntropyGrad } from './kernels/cross-entropy.js';
@@ -220,18 +232,23 @@ export class WebGpuBackend implements Backend {
     return out;
   }
 
+  adamStep(param: BufferHandle, grad: BufferHandle, m: BufferHandle, v: BufferHandle, size: number, dtype: DType, s: AdamScalars): void {
+    const pooled = (b: BufferHandle) => gpuBufferOf(b, 'adamStep', size, dtype).pooled;
+    runAdamStep(this.exec, { param: pooled(param), grad: pooled(grad), m: pooled(m), v: pooled(v) }, size, dtype, s);
+  }
+
   // ---- reductions and scans ----
 
-  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, rows: number, cols: number): BufferHandle {
-    if (op === 'argmax' && cols === 0 && rows > 0) throw new Error('reduce: argmax of an empty row is undefined.');
-    const input = gpuBufferOf(x, 'reduce', rows * cols, dtype);
+  reduce(op: ReduceOp, x: BufferHandle, dtype: DType, outer: number, len: number, inner: number): BufferHandle {
+    if (op === 'argmax' && len === 0 && outer * inner > 0) throw new Error('reduce: argmax over an empty axis is undefined.');
+    const input = gpuBufferOf(x, 'reduce', outer * len * inner, dtype);
     const outDtype: DType = op === 'argmax' ? 'int32' : dtype;
-    const out = this.alloc(`reduce ${op}`, rows, outDtype);
-    if (cols === 0) {
-      // Empty rows: the sum is 0, the max −∞ and the min +∞, as on the CPU.
-      runFill(this.exec, `reduce ${op}`, out.pooled, rows, op === 'sum' ? 0 : op === 'max' ? -Infinity : Infinity, outDtype);
+    const out = this.alloc(`reduce ${op}`, outer * inner, outDtype);
+    if (len === 0) {
+      // An empty axis: the sum is 0, the max −∞ and the min +∞, as on the CPU.
+      runFill(this.exec, `reduce ${op}`, out.pooled, outer * inner, op === 'sum' ? 0 : op === 'max' ? -Infinity : Infinity, outDtype);
     } else {
-      runReduce(this.exec, this.pool, op, input.pooled, dtype, rows, cols, out.pooled);
+      runReduce(this.exec, this.pool, op, input.pooled, dtype, outer, len, inner, out.pooled);
     }
     return out;
   }

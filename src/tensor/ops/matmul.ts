@@ -55,6 +55,9 @@ function fold(x: Tensor, batch: number): Tensor {
   return folded;
 }
 
+/** Whether the last two axes are stored column by column (a transposed matrix). */
+const columnMajor = (x: Tensor): boolean => x.strides[x.rank - 2] === 1 && x.strides[x.rank - 1] !== 1;
+
 /** Batched product of two ≥2-D tensors, batch dims broadcast, plus `bias` (N) on every row. */
 function batchedMatmul(a: Tensor, b: Tensor, bias: Tensor | null = null): Tensor {
   const M = a.shape[a.rank - 2] as number;
@@ -74,7 +77,9 @@ function batchedMatmul(a: Tensor, b: Tensor, bias: Tensor | null = null): Tensor
   c3.dispose();
   const backward = (g: Tensor): Tensor[] => [
     unbroadcast(batchedMatmul(g, transpose(b)), a.shape),
-    unbroadcast(batchedMatmul(transpose(a), g), b.shape),
+    // dB in B's own layout: for a transposed view (a Linear layer's Wᵀ) it is computed as (gᵀ·A)ᵀ, so
+    // that the weight's gradient arrives contiguous (Adam's fused update needs it so) without a copy.
+    unbroadcast(columnMajor(b) ? transpose(batchedMatmul(transpose(g), a)) : batchedMatmul(transpose(a), g), b.shape),
   ];
   if (!bias) return record(c, 'matmul', [a, b], backward);
   return record(c, 'linear', [a, b, bias], (g) => [...backward(g), unbroadcast(g, bias.shape)]);

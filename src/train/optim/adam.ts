@@ -14,8 +14,10 @@
  * would be divided by √v̂ like everything else and so be weaker exactly for the weights with large
  * gradients. Which parameters decay is decided by `decaysWeight` (weight-decay.ts).
  *
- * Memory: the moments are allocated once and updated in place with `assign`, and each step runs inside
- * `tidy`, so a step allocates only temporaries and the live memory stays flat from step to step.
+ * Each parameter is updated by one backend call, `adamStep` (backend.ts; kernels in cpu/adam.ts and
+ * webgpu/kernels/adam.ts), which reads p, g, m and v once and writes p, m and v in place. Memory: the
+ * moments are allocated once; a step allocates at most a dense copy of a strided gradient, inside
+ * `tidy`, so the live memory stays flat from step to step.
  */
 import { zerosLike } from '../../tensor/ops/creation.js';
 import { keep, tidy } from '../../tensor/scope.js';
@@ -67,6 +69,9 @@ export class Adam {
     for (const [name, param] of params) {
       if (seen.has(param)) continue;
       seen.add(param);
+      if (!param.isContiguous || param.offset !== 0) {
+        throw new Error(`Adam: the parameter "${name}" is a strided view; the update needs it dense from the start of its buffer.`);
+      }
       this.slots.push({ name, param, m: keep(zerosLike(param)), v: keep(zerosLike(param)) });
     }
   }
@@ -82,37 +87,29 @@ export class Adam {
   /**
    * Applies one update to every parameter that has a gradient (one without, e.g. unused, is left alone).
    *
-   * The formulas are rearranged to need few passes over the weights, since each op is one pass (and an
-   * op with a scalar operand is the slowest kind on the CPU backend):
-   *     m ← m + (g − m)·(1 − β₁)            (= β₁m + (1 − β₁)g; PyTorch's `lerp` form)
-   *     v ← v + (g² − v)·(1 − β₂)
-   *     p ← p − m / (√v · 1/(√(1 − β₂ᵗ)·s) + ε/s),   s = lr / (1 − β₁ᵗ)
-   * The last line is lr·m̂/(√v̂ + ε) with both corrections and the step size folded into two scalars.
+   * One fused kernel per parameter: written as tensor ops, the update took about twenty kernels (each op
+   * one pass over the weights, plus a `full` for every scalar operand), and on a GPU every kernel launch
+   * costs microseconds however small the parameter. The bias corrections and the learning rate are
+   * folded into two scalars here, in float64,
+   *     lr·m̂ / (√v̂ + ε) = s·m / (√v·r + ε),   s = lr / (1 − β₁ᵗ),  r = 1 / √(1 − β₂ᵗ),
+   * and the decay into the factor 1 − lr·λ that multiplies p; the kernel does the rest element by element
+   * (see `adamStep` in backend.ts). With lr = 0 the moments still learn and the weights do not move.
    */
   step(): void {
     const t = ++this.stepCount;
-    const { beta1: b1, beta2: b2, eps, lr } = this;
-    const stepSize = lr / (1 - b1 ** t);
-    const sqrtScale = 1 / (Math.sqrt(1 - b2 ** t) * stepSize);
-    const epsScaled = eps / stepSize;
+    const { beta1, beta2, eps, lr } = this;
+    const stepSize = lr / (1 - beta1 ** t);
+    const rootCorrection = 1 / Math.sqrt(1 - beta2 ** t);
     tidy(() => {
       for (const { name, param, m, v } of this.slots) {
-        const g = param.grad;
-        if (!g) continue;
-        m.assign(m.add(g.sub(m).mul(1 - b1)));
-        v.assign(
-          v.add(
-            g
-              .square()
-              .sub(v)
-              .mul(1 - b2),
-          ),
-        );
-        if (lr === 0) continue; // the moments still learn; the weights do not move (and 1/s would be ∞)
-        const update = m.div(v.sqrt().mul(sqrtScale).add(epsScaled));
-        const rate = this.decayRate(name, param);
-        const decayed = rate > 0 ? param.mul(1 - lr * rate) : param;
-        param.assign(decayed.sub(update));
+        if (!param.grad) continue;
+        // The kernel wants dense buffers, but a Linear layer's weight gradient arrives as a transposed
+        // view (the backward of x·Wᵀ), which costs one copy here.
+        const g = param.grad.contiguous();
+        const shrink = 1 - lr * this.decayRate(name, param);
+        const s = { beta1, beta2, stepSize, rootCorrection, eps, shrink };
+        const buffer = (x: Tensor) => x.view().buffer; // view() throws for a disposed tensor
+        param.storage.backend.adamStep(buffer(param), buffer(g), buffer(m), buffer(v), param.size, param.dtype, s);
       }
     });
   }
