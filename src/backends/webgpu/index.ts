@@ -49,11 +49,11 @@ import { runFill } from './kernels/fill.js';
 import { runMatmul } from './kernels/matmul.js';
 import { runRandom } from './kernels/random.js';
 import { runReduce } from './kernels/reduce.js';
-import { chunkStatesSize, runSelectiveScan, scanBuffers, scanDevice } from './kernels/selective-scan.js';
+import { chunkStatesSize, runSelectiveScan, scanBuffers } from './kernels/selective-scan.js';
 import { runSelectiveScanGrad } from './kernels/selective-scan-grad.js';
 import { runSoftmax } from './kernels/softmax.js';
 import type { ProfileRow } from './profiler.js';
-import { storageType } from './wgsl.js';
+import { kernelDevice, storageType } from './wgsl.js';
 
 /**
  * Idle bytes the pool keeps for reuse; past this, freed buffers are destroyed (see also `trim`).
@@ -366,8 +366,7 @@ export class WebGpuBackend implements Backend {
     const lse = this.alloc(op, batch * heads * lq, q.dtype);
     const inputs = [this.operand(q, op), this.operand(k, op), this.operand(v, op)] as const;
     const sizes = { batch, heads, lq, lk: k.shape[2] as number, dh };
-    // The scan's view of the device (workgroup memory, whether to write loops out) is this kernel's too.
-    runCausalAttention(this.exec, inputs, sizes, scale, scanDevice(this.gpu), { out: out.pooled, lse: lse.pooled });
+    runCausalAttention(this.exec, inputs, sizes, scale, kernelDevice(this.gpu), { out: out.pooled, lse: lse.pooled });
     return { out, lse };
   }
 
@@ -382,7 +381,7 @@ export class WebGpuBackend implements Backend {
     // The chunk states are the backward's, so always f32 (see kernels/selective-scan.ts).
     const saved = save ? this.alloc(op, chunkStatesSize(sizes), 'float32') : null;
     const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
-    runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, scanDevice(this.gpu), out);
+    runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, kernelDevice(this.gpu), out);
     return saved ? { y, lastState, saved } : { y, lastState };
   }
 
@@ -405,7 +404,7 @@ export class WebGpuBackend implements Backend {
       dC: this.alloc(op, batch * N * len, dtype),
     };
     const grads = { du: out.du.pooled, ddelta: out.ddelta.pooled, dA: out.dA.pooled, dB: out.dB.pooled, dC: out.dC.pooled };
-    runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, scanDevice(this.gpu), states, grads);
+    runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, kernelDevice(this.gpu), states, grads);
     return out;
   }
 

@@ -7,6 +7,7 @@
  * widens it to `f32` on load and rounds back on store, so only memory traffic is halved.
  */
 import type { DType } from '../../tensor/dtype.js';
+import type { GpuDevice } from './device.js';
 
 export type StorageType = 'f32' | 'i32' | 'f16';
 export type ComputeType = 'f32' | 'i32';
@@ -76,3 +77,20 @@ export const LINEAR_WORKGROUP = 'wid.y * nwg.x + wid.x';
 /** Builtins a kernel on a folded 1-D grid declares. */
 export const GRID_BUILTINS =
   '@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32';
+
+/**
+ * What kernel generators need to know of the device: its workgroup memory, and whether to write their
+ * fixed-count loops out. Written out, a loop's arrays stay in registers and its iterations interleave
+ * (a GPU's compiler is then free to schedule them); on a CPU-emulated adapter (lavapipe) LLVM needs
+ * tens of seconds to compile written-out kernels, so there they stay loops (see `Loops` in
+ * kernels/selective-scan.ts).
+ */
+export interface KernelDevice {
+  readonly maxSharedBytes: number;
+  readonly unroll: boolean;
+}
+
+export const kernelDevice = (gpu: GpuDevice): KernelDevice => ({
+  maxSharedBytes: gpu.limits.maxComputeWorkgroupStorageSize,
+  unroll: !gpu.isSoftware,
+});

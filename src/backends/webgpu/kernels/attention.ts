@@ -60,9 +60,8 @@ import type { DType } from '../../../tensor/dtype.js';
 import type { PooledBuffer } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct, type ParamType } from '../params.js';
-import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
+import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import type { Operand } from './elementwise.js';
-import type { ScanDevice } from './selective-scan.js';
 
 /** Query rows per workgroup, one per invocation. */
 const QUERY_BLOCK = 64;
@@ -265,7 +264,7 @@ export function runCausalAttention(
   inputs: readonly [Operand, Operand, Operand],
   { batch, heads, lq, lk, dh }: AttentionSizes,
   scale: number,
-  device: ScanDevice,
+  device: KernelDevice,
   out: { out: PooledBuffer; lse: PooledBuffer },
 ): void {
   const dtype = inputs[0].dtype;

@@ -53,7 +53,7 @@ import type { ScanSizes } from '../../backend.js';
 import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
-import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
+import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import { runFill } from './fill.js';
 import {
   CHUNK_LEN,
@@ -64,7 +64,6 @@ import {
   runSelectiveScan,
   SCAN_FIELDS,
   type ScanBuffers,
-  type ScanDevice,
   type ScanParams,
   type ScanTiling,
   scanParams,
@@ -98,7 +97,7 @@ function tileFloats(t: ScanTiling): number {
 const backwardSharedBytes = (t: ScanTiling, N: number): number =>
   4 * (tileFloats(t) + 2 * t.group * CHUNK_LEN + 4 * t.group * t.segs * t.rows + 2 * N * t.rows);
 
-export const backwardTiling = (N: number, device: ScanDevice): ScanTiling =>
+export const backwardTiling = (N: number, device: KernelDevice): ScanTiling =>
   fitTiling(BACKWARD_ROWS, BACKWARD_SEGS, MAX_GROUP, N, (t) => backwardSharedBytes(t, N), device);
 
 type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize';
@@ -388,7 +387,7 @@ export function runSelectiveScanGrad(
   dy: PooledBuffer,
   dtype: DType,
   sizes: ScanSizes,
-  device: ScanDevice,
+  device: KernelDevice,
   chunkStates: PooledBuffer | null,
   out: ScanGrads,
 ): void {

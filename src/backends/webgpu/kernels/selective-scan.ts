@@ -88,11 +88,10 @@
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanInputs, ScanSizes } from '../../backend.js';
 import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
-import type { GpuDevice } from '../device.js';
 import type { Executor, Kernel } from '../executor.js';
 import { gpuBufferOf } from '../handle.js';
 import { ParamStruct, type ParamType } from '../params.js';
-import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
+import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import { runFill } from './fill.js';
 
 /**
@@ -136,7 +135,7 @@ export function fitTiling(
   maxGroup: number,
   N: number,
   bytes: (t: ScanTiling) => number,
-  { maxSharedBytes, unroll }: ScanDevice,
+  { maxSharedBytes, unroll }: KernelDevice,
 ): ScanTiling {
   for (let r = rows; r >= 1; r /= 2) {
     for (let max = maxGroup; max >= 1; max--) {
@@ -148,7 +147,7 @@ export function fitTiling(
 }
 
 /** The forward tiling for N states on this device. */
-export const forwardTiling = (N: number, device: ScanDevice): ScanTiling =>
+export const forwardTiling = (N: number, device: KernelDevice): ScanTiling =>
   fitTiling(FORWARD_ROWS, FORWARD_SEGS, MAX_GROUP, N, (t) => forwardSharedBytes(t, N), device);
 
 /** Number of chunks and of floats in chunkStates for these sizes. */
@@ -309,20 +308,6 @@ export class Loops {
     return blocks.join('\n');
   }
 }
-
-/** CPU-emulated adapters, by the names they give (as bench/cli.ts recognises them). */
-const SOFTWARE_ADAPTER = /\bsoftware\b|llvmpipe|lavapipe|swiftshader/i;
-
-/** What the scan kernels need to know of the device: its workgroup memory, and whether to unroll. */
-export interface ScanDevice {
-  readonly maxSharedBytes: number;
-  readonly unroll: boolean;
-}
-
-export const scanDevice = (gpu: GpuDevice): ScanDevice => ({
-  maxSharedBytes: gpu.limits.maxComputeWorkgroupStorageSize,
-  unroll: !SOFTWARE_ADAPTER.test(gpu.adapterDescription()),
-});
 
 /** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
 export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIndex·blocks + block
@@ -673,7 +658,7 @@ export function runSelectiveScan(
   x: ScanBuffers,
   dtype: DType,
   sizes: ScanSizes,
-  device: ScanDevice,
+  device: KernelDevice,
   out: { y: PooledBuffer; lastState: PooledBuffer; chunkStates: PooledBuffer | null } | { y: null; chunkStates: PooledBuffer },
 ): void {
   const { batch, dim, len, N } = sizes;
