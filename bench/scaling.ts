@@ -32,11 +32,13 @@ import { fitPowerLaw, type PowerLawFit } from './fit.js';
 import { errorMessage, isOutOfMemory, settleAfterFailure } from './out-of-memory.js';
 import { type Profile, printProfile, profileRuns } from './profile.js';
 import { formatNumber, formatTable } from './table.js';
-import { timeFinished } from './timing.js';
+import { keepBusy, timeFinished } from './timing.js';
 
 /** The fit uses lengths in this range: long enough that per-token work dominates fixed costs. */
 const FIT_FROM = 1024;
 const FIT_TO = 16384;
+/** Load before the first point, to bring the GPU to full clocks (see runScalingSuite). */
+const GPU_WARMUP_MS = 1500;
 /** A point stops taking timed runs once they add up to this (at least one is taken). */
 const POINT_BUDGET_MS = 20_000;
 
@@ -128,6 +130,15 @@ export async function runScalingSuite(ctx: SuiteContext): Promise<ScalingResult>
     `lengths ${lengths.join(', ')}; batch ${batches.join(' and ')}; ${warmup} warm-up + median of up to ${repeats} timed runs per point`,
   );
   println(ctx);
+
+  if (ctx.device === 'gpu') {
+    // Per-point warm-up is not enough after an idle start: on the H200 the first points measured
+    // (64 and 128 tokens) took 2–3× longer than the 256-token ones after them, until about a second
+    // of load had raised the clocks. So a second and a half of 1024-token forwards comes first.
+    const ids = tensor(randomIds(1, 1024, models[0]!.model.config.vocabSize), [1, 1024], { dtype: 'int32' });
+    await keepBusy(ctx.backend, () => noGrad(() => tidy(() => void models[0]!.model.forward(ids))), GPU_WARMUP_MS);
+    ids.dispose();
+  }
 
   const points: ScalingPoint[] = [];
   /** The first length that did not fit, per model and batch. */

@@ -69,3 +69,15 @@ export async function timeFinished(backend: Backend, enqueue: () => void, option
   }
   return { medianMs: median(samplesMs), samplesMs };
 }
+
+/**
+ * Runs `enqueue` and waits for it, again and again, for `ms` milliseconds: load that brings an idle
+ * GPU to full clocks before anything is timed.
+ */
+export async function keepBusy(backend: Backend, enqueue: () => void, ms: number): Promise<void> {
+  const start = performance.now();
+  while (performance.now() - start < ms) {
+    enqueue();
+    await backend.sync();
+  }
+}

@@ -173,8 +173,9 @@ export function renderLineChart(series: readonly Series[], options: ChartOptions
   img.line(left, top, left, top + plotH, INK);
   img.line(left + plotW, top, left + plotW, top + plotH, INK);
 
-  // The series: segments between consecutive drawable points.
+  // The series: segments between consecutive drawable points, kept in pixels for the legend's placement.
   const colors = series.map((s, i) => s.color ?? (PALETTE[i % PALETTE.length] as Rgb));
+  const drawn: [number, number][] = [];
   series.forEach((s, k) => {
     const color = colors[k] as Rgb;
     let previous: [number, number] | null = null;
@@ -187,19 +188,32 @@ export function renderLineChart(series: readonly Series[], options: ChartOptions
         continue;
       }
       const point: [number, number] = [px(x), py(y)];
-      if (previous) img.line(previous[0], previous[1], point[0], point[1], color, 2);
+      if (previous) {
+        img.line(previous[0], previous[1], point[0], point[1], color, 2);
+        for (let f = 0.25; f < 1; f += 0.25)
+          drawn.push([previous[0] + f * (point[0] - previous[0]), previous[1] + f * (point[1] - previous[1])]);
+      }
       if (s.markers || points === 1) img.fillRect(point[0] - 3, point[1] - 3, 7, 7, color);
+      drawn.push(point);
       previous = point;
     }
   });
 
-  // The legend, top right inside the plot.
+  // The legend, in whichever corner of the plot hides the fewest points of the curves (top right when
+  // several tie): a growth curve ends top right, where a fixed legend would cover its last points.
   if (series.length > 0) {
     const labelWidth = Math.max(...series.map((s) => Raster.textWidth(s.label, FONT)));
     const boxW = labelWidth + 52;
     const boxH = series.length * (TEXT_H + 8) + 8;
-    const bx = left + plotW - boxW - 10;
-    const by = top + 10;
+    const corners: [number, number][] = [
+      [left + plotW - boxW - 10, top + 10],
+      [left + 10, top + 10],
+      [left + plotW - boxW - 10, top + plotH - boxH - 10],
+      [left + 10, top + plotH - boxH - 10],
+    ];
+    const hidden = ([cx, cy]: [number, number]): number =>
+      drawn.filter(([x, y]) => x >= cx - 4 && x <= cx + boxW + 4 && y >= cy - 4 && y <= cy + boxH + 4).length;
+    const [bx, by] = corners.reduce((best, c) => (hidden(c) < hidden(best) ? c : best));
     img.fillRect(bx, by, boxW, boxH, [255, 255, 255]);
     img.line(bx, by, bx + boxW, by, GRID);
     img.line(bx, by + boxH, bx + boxW, by + boxH, GRID);
