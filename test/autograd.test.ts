@@ -83,6 +83,25 @@ describe('memory', () => {
     expect(backend.liveBytes()).toBe(before);
   });
 
+  it('cross-entropy keeps its per-row log-sum-exp only while a backward may need it', () => {
+    const backend = getBackend();
+    const rows = [
+      [1, 2, 3],
+      [0, 0, 1],
+    ];
+    const [x, w] = [tensor(rows), tensor(rows).requireGrad()];
+    const targets = tensor([2, 0], { dtype: 'int32' });
+    const before = backend.liveBytes();
+    tidy(() => {
+      crossEntropy(x, targets, { reduction: 'none' });
+      const afterFirst = backend.liveBytes();
+      expect(afterFirst - before).toBe(2 * 4); // the two losses: nothing will read the lse
+      crossEntropy(w, targets, { reduction: 'none' });
+      expect(backend.liveBytes() - afterFirst).toBe(2 * (2 * 4)); // the losses and the lse, for the backward
+    });
+    expect(backend.liveBytes()).toBe(before);
+  });
+
   it('a training-like loop inside tidy keeps live bytes flat', () => {
     const backend = getBackend();
     const w = tensor([0.5, -0.5, 0.25]).requireGrad();

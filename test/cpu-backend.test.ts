@@ -596,14 +596,23 @@ describe('crossEntropy', () => {
   const naiveLoss = (row: number[], t: number): number => -Math.log(Math.exp(row[t] as number) / row.reduce((s, v) => s + Math.exp(v), 0));
 
   it('gives −log softmax(x)[target] per row, and 0 for ignored rows', async () => {
-    const out = cpu.crossEntropy(upload(logits, 'float64'), upload(targets, 'int32'), rows, cols, -100);
+    const out = cpu.crossEntropy(upload(logits, 'float64'), upload(targets, 'int32'), rows, cols, -100).loss;
     const expected = rowsOf(logits, cols).map((r, i) => (targets[i] === -100 ? 0 : naiveLoss(r, targets[i] as number)));
     expectClose(await readAll(out, 'float64', rows), expected, 1e-13);
   });
 
+  it('also gives every row its log-sum-exp, ignored rows too, in float32 for float16 logits', async () => {
+    const naiveLse = (row: number[]): number => Math.log(row.reduce((s, v) => s + Math.exp(v), 0));
+    const { lse } = cpu.crossEntropy(upload(logits, 'float64'), upload(targets, 'int32'), rows, cols, -100);
+    expectClose(await readAll(lse, 'float64', rows), rowsOf(logits, cols).map(naiveLse), 1e-14);
+    const halves = roundTo(logits, 'float16');
+    const half = cpu.crossEntropy(upload(halves, 'float16'), upload(targets, 'int32'), rows, cols, -100);
+    expectClose(await readAll(half.lse, 'float32', rows), rowsOf(halves, cols).map(naiveLse), 1e-7);
+  });
+
   it('ignores a valid class index when it is the ignoreIndex', async () => {
     const out = await readAll(
-      cpu.crossEntropy(upload(logits.slice(0, 2 * cols), 'float64'), upload([3, 0], 'int32'), 2, cols, 3),
+      cpu.crossEntropy(upload(logits.slice(0, 2 * cols), 'float64'), upload([3, 0], 'int32'), 2, cols, 3).loss,
       'float64',
       2,
     );
@@ -612,17 +621,15 @@ describe('crossEntropy', () => {
   });
 
   it('does not overflow on large logits', async () => {
-    const out = await readAll(cpu.crossEntropy(upload([1000, 1001, 1002]), upload([2], 'int32'), 1, 3, -100), 'float32', 1);
+    const out = await readAll(cpu.crossEntropy(upload([1000, 1001, 1002]), upload([2], 'int32'), 1, 3, -100).loss, 'float32', 1);
     expectClose(out, [naiveLoss([0, 1, 2], 2)]);
   });
 
-  it('has gradient (softmax − onehot)·g, checked by finite differences of the loss; 0 for ignored rows', async () => {
+  it('has gradient (softmax − onehot)·g from the forward lse, checked by finite differences of the loss; 0 for ignored rows', async () => {
     const g = randomValues(rows, 12, 0.5, 2);
-    const grad = await readAll(
-      cpu.crossEntropyGrad(upload(logits, 'float64'), upload(targets, 'int32'), upload(g, 'float64'), rows, cols, -100),
-      'float64',
-      rows * cols,
-    );
+    const [x, t] = [upload(logits, 'float64'), upload(targets, 'int32')];
+    const { lse } = cpu.crossEntropy(x, t, rows, cols, -100);
+    const grad = await readAll(cpu.crossEntropyGrad(x, lse, t, upload(g, 'float64'), rows, cols, -100), 'float64', rows * cols);
     const expected = rowsOf(logits, cols).flatMap((row, r) =>
       row.map((_, j) => {
         if (targets[r] === -100) return 0;
@@ -642,9 +649,15 @@ describe('crossEntropy', () => {
     expect(() => cpu.crossEntropy(upload([0, 0, 0]), upload([3], 'int32'), 1, 3, -100)).toThrow(
       'crossEntropy: target 3 is out of range for 3 classes.',
     );
-    expect(() => cpu.crossEntropyGrad(upload([0, 0]), upload([-1], 'int32'), upload([1]), 1, 2, -100)).toThrow(
+    expect(() => cpu.crossEntropyGrad(upload([0, 0]), upload([0]), upload([-1], 'int32'), upload([1]), 1, 2, -100)).toThrow(
       'crossEntropyGrad: target -1 is out of range for 2 classes.',
     );
+  });
+
+  it('rejects an lse of the wrong dtype (float16 logits keep theirs in float32)', () => {
+    expect(() =>
+      cpu.crossEntropyGrad(upload([0, 0], 'float16'), upload([0], 'float16'), upload([1], 'int32'), upload([1], 'float16'), 1, 2, -100),
+    ).toThrow('crossEntropyGrad: the buffer holds float16 elements, not float32.');
   });
 });
 

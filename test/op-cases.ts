@@ -104,6 +104,12 @@ export const opCases: OpCase[] = [
   ['softmax axis 0', (x) => x.softmax(0), [leaf([4, 3], 46)]],
   ['logSoftmax', (x) => x.logSoftmax(1), [leaf([2, 6, 3], 47)]],
   ['crossEntropy with ignore', (x) => crossEntropy(x, ids([2, 0, -100, 4], [2, 2]), { ignoreIndex: -100 }), [leaf([2, 2, 5], 48)]],
+  ['crossEntropy, one class', (x) => crossEntropy(x, ids([0, 0, 0], [3]), { reduction: 'sum' }), [leaf([3, 1], 175)]],
+  [
+    'crossEntropy per row, logits spread over ±60, transposed',
+    (x) => crossEntropy(x.transpose().mul(20), ids([4, 0, 6], [3]), { reduction: 'none' }),
+    [leaf([7, 3], 176)],
+  ],
   ['embedding (repeated ids)', (w) => embedding(w, ids([1, 3, 1, 0], [2, 2])), [leaf([5, 3], 49)]],
   // causal attention: q (batch, heads, Lq, dh), k and v (batch, heads, Lk, dh), batch·heads = 3
   [

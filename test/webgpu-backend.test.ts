@@ -665,6 +665,28 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
   });
 
   describe('neural-network kernels', () => {
+    /** One output of crossEntropy on backend b, the other freed. */
+    function crossEntropyOutput(
+      b: Backend,
+      which: 'loss' | 'lse',
+      x: BufferHandle,
+      t: BufferHandle,
+      rows: number,
+      cols: number,
+    ): BufferHandle {
+      const out = b.crossEntropy(x, t, rows, cols, -100);
+      b.free(which === 'loss' ? out.lse : out.loss);
+      return out[which];
+    }
+
+    /** crossEntropyGrad on backend b, from the lse that b's crossEntropy gives. */
+    function crossEntropyGrad(b: Backend, x: BufferHandle, t: BufferHandle, g: BufferHandle, rows: number, cols: number): BufferHandle {
+      const lse = crossEntropyOutput(b, 'lse', x, t, rows, cols);
+      const dx = b.crossEntropyGrad(x, lse, t, g, rows, cols, -100);
+      b.free(lse);
+      return dx;
+    }
+
     it('computes cross-entropy and its gradient, skipping ignored rows', async () => {
       for (const [rows, cols] of [
         [1, 1],
@@ -676,11 +698,11 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
         targetValues[rows - 1] = -100;
         const t = upload(targetValues, 'int32');
         const g = random(rows, 23, 'float32', 0.5, 2);
-        await check(`crossEntropy ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropy(s(x), s(t), rows, cols, -100), {
+        await check(`crossEntropy ${rows}x${cols}`, 'float32', (b, s) => crossEntropyOutput(b, 'loss', s(x), s(t), rows, cols), {
           rtol: 1e-5,
           atol: 1e-6,
         });
-        await check(`crossEntropyGrad ${rows}x${cols}`, 'float32', (b, s) => b.crossEntropyGrad(s(x), s(t), s(g), rows, cols, -100), {
+        await check(`crossEntropyGrad ${rows}x${cols}`, 'float32', (b, s) => crossEntropyGrad(b, s(x), s(t), s(g), rows, cols), {
           rtol: 1e-5,
           atol: 1e-7,
         });
@@ -690,13 +712,65 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
     it('turns an out-of-range target into NaN (the CPU throws)', async () => {
       const x = random(2 * 4, 24);
       const t = G().upload(new Int32Array([1, 9]), 'int32');
-      const loss = G().crossEntropy(x.gpu, t, 2, 4, -100);
+      const loss = crossEntropyOutput(G(), 'loss', x.gpu, t, 2, 4);
       const values = await G().read(loss, 'float32', 0, 2);
       expect(Number.isFinite(values[0])).toBe(true);
       expect(values[1]).toBeNaN();
       G().free(loss);
       G().free(t);
     });
+
+    it('reuses the forward lse: the gradient is (e^(x − logsumexp x) − onehot)·g, on wide-ranged and masked logits', async () => {
+      for (const [rows, cols] of [
+        [3, 1],
+        [5, 257], // just past one workgroup's width
+        [4, 4099],
+        [2, 50257], // a GPT-2 vocabulary
+      ] as const) {
+        for (const range of [5, 100]) {
+          const values = randomValues(rows * cols, cols + range, -range, range).map(Math.fround);
+          const targetValues = randomValues(rows, 25, 0, cols).map(Math.floor);
+          if (rows > 3) targetValues[rows - 1] = -100;
+          for (let j = 0; j < cols; j += 3) if (j !== targetValues[0]) values[j] = -Infinity; // masked logits in row 0
+          const gValues = randomValues(rows, 26, 0.5, 2).map(Math.fround);
+          const [x, t, g] = [upload(values), upload(targetValues, 'int32'), upload(gValues)];
+          const at = `${rows}x${cols} ±${range}`;
+          // An f32 lse of size ~range is exact to a few ulps of range, and every e^(x − lse) of its row inherits that.
+          const tol = { rtol: 1e-5 + 8 * range * 2 ** -24, atol: 1e-7 };
+          await check(`lse ${at}`, 'float32', (b, s) => crossEntropyOutput(b, 'lse', s(x), s(t), rows, cols), tol);
+          await check(`loss ${at}`, 'float32', (b, s) => crossEntropyOutput(b, 'loss', s(x), s(t), rows, cols), tol);
+          const grad = await check(`grad ${at}`, 'float32', (b, s) => crossEntropyGrad(b, s(x), s(t), s(g), rows, cols), tol);
+          // The formula the gradient kernel used before it was given the lse: the row's lse recomputed.
+          const expected = Array.from({ length: rows }, (_, r) => {
+            const row = values.slice(r * cols, (r + 1) * cols);
+            const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
+            const lse = max + Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0));
+            const gr = gValues[r] as number;
+            return row.map((v, j) => (targetValues[r] === -100 ? 0 : (Math.exp(v - lse) - (j === targetValues[r] ? 1 : 0)) * gr));
+          }).flat();
+          expectClose(`grad ${at} against the recomputed lse`, grad, expected, tol);
+        }
+      }
+      if (G().supportsFloat16) {
+        // float16 logits keep their lse in float32 on both backends (reading it as float32 checks that).
+        const [x, t, g] = [
+          random(5 * 257, 28, 'float16', -10, 10),
+          upload([3, 0, 256, 100, -100], 'int32'),
+          random(5, 29, 'float16', 0.5, 2),
+        ];
+        await check('lse f16', 'float32', (b, s) => crossEntropyOutput(b, 'lse', s(x), s(t), 5, 257), { rtol: 1e-6, atol: 1e-6 });
+        await check('grad f16', 'float16', (b, s) => crossEntropyGrad(b, s(x), s(t), s(g), 5, 257), { rtol: 1e-3, atol: 1e-6 });
+      }
+      // An out-of-range target makes the gradient's row NaN, as it makes the loss.
+      const x = random(2 * 4, 27);
+      const t = G().upload(new Int32Array([1, 9]), 'int32');
+      const g = G().upload(new Float32Array([1, 1]), 'float32');
+      const dx = crossEntropyGrad(G(), x.gpu, t, g, 2, 4);
+      const values = Array.from(await G().read(dx, 'float32', 0, 8));
+      expect(values.slice(0, 4).every(Number.isFinite)).toBe(true);
+      expect(values.slice(4).every(Number.isNaN)).toBe(true);
+      for (const h of [dx, g, t]) G().free(h);
+    }, 60_000);
 
     it('gathers rows by id and scatter-adds gradients back, repeated ids included', async () => {
       for (const [n, vocab, dim] of [

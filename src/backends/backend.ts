@@ -12,7 +12,8 @@
  * - Calls are synchronous to make; a backend may queue the work (the GPU does). Only `read` waits.
  * - Float inputs are computed in at least f32; `float16` is a storage format.
  * - Output dtype: a's for binary and `where`; int32 for argmax; otherwise the dtype of the first float
- *   input (conv1dGrad: gx as x, gw as w). int32 results truncate and wrap like JS's ToInt32.
+ *   input (conv1dGrad: gx as x, gw as w; crossEntropy's lse: `computeDtype` of the logits' dtype).
+ *   int32 results truncate and wrap like JS's ToInt32.
  * - Edge cases: an empty reduction (len = 0) sums to 0 (max −∞, min +∞, argmax an error); a fully −∞
  *   softmax row is NaN; uniform draws are in [0, 1) before rounding to the dtype (float16 may round
  *   up to 1).
@@ -176,13 +177,28 @@ export interface Backend {
 
   // ---- neural-network kernels ----
   /**
-   * Per-row cross-entropy from logits (rows, cols) and int32 targets (rows): −log softmax(x)[target],
-   * 0 where target = ignoreIndex.
+   * Per-row cross-entropy from logits (rows, cols) and int32 targets (rows):
+   *     lse_r = log Σ_j e^(x_rj),   loss_r = lse_r − x_r[target_r] = −log softmax(x_r)[target_r]
+   * Gives loss (rows), 0 where target = ignoreIndex, in the logits' dtype, and lse (rows) of every row,
+   * ignored ones too, for the backward, in `computeDtype` of the logits' dtype: float32 for float16
+   * logits, since an lse rounded to float16 would scale every probability of its row alike, by up to
+   * 0.4 % at lse ≈ 11.
    */
-  crossEntropy(logits: BufferHandle, targets: BufferHandle, rows: number, cols: number, ignoreIndex: number): BufferHandle;
-  /** d loss_r / d logits = (softmax(x_r) − onehot(target_r))·g_r, 0 rows where ignored. */
+  crossEntropy(
+    logits: BufferHandle,
+    targets: BufferHandle,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): { loss: BufferHandle; lse: BufferHandle };
+  /**
+   * d loss_r / d logits = (softmax(x_r) − onehot(target_r))·g_r = (e^(x_r − lse_r) − onehot(target_r))·g_r,
+   * 0 rows where ignored, from the `lse` that crossEntropy gave for these logits: one read of each
+   * logit, one write of each gradient.
+   */
   crossEntropyGrad(
     logits: BufferHandle,
+    lse: BufferHandle,
     targets: BufferHandle,
     gradLoss: BufferHandle,
     rows: number,

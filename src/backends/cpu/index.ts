@@ -7,7 +7,7 @@
  * here rather than silent garbage. The kernels live one family per file; this class unwraps handles,
  * checks them, and wraps results, keeping count of live bytes.
  */
-import { BYTES_PER_ELEMENT, type DType, dtypeOf, type TypedArray } from '../../tensor/dtype.js';
+import { BYTES_PER_ELEMENT, computeDtype, type DType, dtypeOf, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf } from '../../tensor/shape.js';
 import type {
   AdamScalars,
@@ -140,13 +140,21 @@ export class CpuBackend implements Backend {
 
   // ---- neural-network kernels ----
 
-  crossEntropy(logits: BufferHandle, targets: BufferHandle, rows: number, cols: number, ignoreIndex: number): BufferHandle {
+  crossEntropy(
+    logits: BufferHandle,
+    targets: BufferHandle,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): { loss: BufferHandle; lse: BufferHandle } {
     const op = 'crossEntropy';
-    return this.#wrap(crossEntropy(arrayOf(logits, op, rows * cols), arrayOf(targets, op, rows, 'int32'), rows, cols, ignoreIndex));
+    const { loss, lse } = crossEntropy(arrayOf(logits, op, rows * cols), arrayOf(targets, op, rows, 'int32'), rows, cols, ignoreIndex);
+    return { loss: this.#wrap(loss), lse: this.#wrap(lse) };
   }
 
   crossEntropyGrad(
     logits: BufferHandle,
+    lse: BufferHandle,
     targets: BufferHandle,
     gradLoss: BufferHandle,
     rows: number,
@@ -154,9 +162,11 @@ export class CpuBackend implements Backend {
     ignoreIndex: number,
   ): BufferHandle {
     const op = 'crossEntropyGrad';
+    const x = arrayOf(logits, op, rows * cols);
     return this.#wrap(
       crossEntropyGrad(
-        arrayOf(logits, op, rows * cols),
+        x,
+        arrayOf(lse, op, rows, computeDtype(dtypeOf(x))),
         arrayOf(targets, op, rows, 'int32'),
         arrayOf(gradLoss, op, rows),
         rows,

@@ -1,8 +1,10 @@
 /**
  * Cross-entropy from logits, fused with its softmax: one pass per row instead of a softmax, a log,
- * a gather and a mean, and no (rows, cols) probability tensor kept for backward.
+ * a gather and a mean, and no (rows, cols) probability tensor kept for backward. The forward also
+ * returns each row's log-sum-exp, the softmax's normaliser, so that the gradient is one pass over the
+ * row too: e^(x − lse) − onehot needs no second look at the whole row first.
  */
-import { dtypeOf, type TypedArray } from '../../tensor/dtype.js';
+import { computeDtype, dtypeOf, type TypedArray } from '../../tensor/dtype.js';
 import { readable, resultArray, stored } from './buffer.js';
 import { logSumExpRow } from './reduce.js';
 
@@ -15,26 +17,38 @@ function targetOf(op: string, targets: TypedArray, r: number, cols: number, igno
 }
 
 /**
- * Per-row loss from logits (rows, cols) and int32 targets (rows) → (rows) in the logits' dtype:
- * −log softmax(x_r)[t_r] = logsumexp(x_r) − x_r[t_r], and 0 where t_r = ignoreIndex.
+ * Per-row loss from logits (rows, cols) and int32 targets (rows) → loss (rows) in the logits' dtype:
+ * −log softmax(x_r)[t_r] = lse_r − x_r[t_r], and 0 where t_r = ignoreIndex; and lse_r =
+ * logsumexp(x_r) of every row, in `computeDtype` of the logits' dtype.
  */
-export function crossEntropy(logits: TypedArray, targets: TypedArray, rows: number, cols: number, ignoreIndex: number): TypedArray {
+export function crossEntropy(
+  logits: TypedArray,
+  targets: TypedArray,
+  rows: number,
+  cols: number,
+  ignoreIndex: number,
+): { loss: TypedArray; lse: TypedArray } {
   const dtype = dtypeOf(logits);
+  const lseDtype = computeDtype(dtype);
   const x = readable(logits);
-  const out = resultArray(dtype, rows); // zero: the loss of ignored rows
+  const loss = resultArray(dtype, rows); // zero: the loss of ignored rows
+  const lse = resultArray(lseDtype, rows);
   for (let r = 0; r < rows; r++) {
     const t = targetOf('crossEntropy', targets, r, cols, ignoreIndex);
-    if (t >= 0) out[r] = logSumExpRow(x, r * cols, cols) - x[r * cols + t];
+    const norm = logSumExpRow(x, r * cols, cols);
+    lse[r] = norm;
+    if (t >= 0) loss[r] = norm - x[r * cols + t]; // from the double, not the stored lse: one rounding
   }
-  return stored(out, dtype);
+  return { loss: stored(loss, dtype), lse: stored(lse, lseDtype) };
 }
 
 /**
- * d loss_r / d logits (rows, cols) = (softmax(x_r) − onehot(t_r))·g_r with g = gradLoss (rows), in the
- * logits' dtype; rows whose target is ignoreIndex are 0.
+ * d loss_r / d logits (rows, cols) = (e^(x_r − lse_r) − onehot(t_r))·g_r with g = gradLoss (rows) and
+ * lse as `crossEntropy` gave it, in the logits' dtype; rows whose target is ignoreIndex are 0.
  */
 export function crossEntropyGrad(
   logits: TypedArray,
+  lse: TypedArray,
   targets: TypedArray,
   gradLoss: TypedArray,
   rows: number,
@@ -43,14 +57,14 @@ export function crossEntropyGrad(
 ): TypedArray {
   const dtype = dtypeOf(logits);
   const x = readable(logits);
+  const norms = readable(lse);
   const g = readable(gradLoss);
   const out = resultArray(dtype, rows * cols);
   for (let r = 0; r < rows; r++) {
     const t = targetOf('crossEntropyGrad', targets, r, cols, ignoreIndex);
     if (t < 0) continue;
     const start = r * cols;
-    const lse = logSumExpRow(x, start, cols);
-    for (let j = 0; j < cols; j++) out[start + j] = Math.exp(x[start + j] - lse) * g[r];
+    for (let j = 0; j < cols; j++) out[start + j] = Math.exp(x[start + j] - norms[r]) * g[r];
     out[start + t] -= g[r];
   }
   return stored(out, dtype);

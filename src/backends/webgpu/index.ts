@@ -285,17 +285,25 @@ export class WebGpuBackend implements Backend {
 
   // ---- neural-network kernels ----
 
-  crossEntropy(logits: BufferHandle, targets: BufferHandle, rows: number, cols: number, ignoreIndex: number): BufferHandle {
+  crossEntropy(
+    logits: BufferHandle,
+    targets: BufferHandle,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): { loss: BufferHandle; lse: BufferHandle } {
     const op = 'crossEntropy';
     const x = gpuBufferOf(logits, op, rows * cols);
     const t = gpuBufferOf(targets, op, rows, 'int32');
-    const out = this.alloc(op, rows, x.dtype);
-    runCrossEntropy(this.exec, x.pooled, x.dtype, t.pooled, rows, cols, ignoreIndex, out.pooled);
-    return out;
+    const loss = this.alloc(op, rows, x.dtype);
+    const lse = this.alloc(op, rows, 'float32'); // computeDtype of every GPU float dtype
+    runCrossEntropy(this.exec, x.pooled, x.dtype, t.pooled, rows, cols, ignoreIndex, { loss: loss.pooled, lse: lse.pooled });
+    return { loss, lse };
   }
 
   crossEntropyGrad(
     logits: BufferHandle,
+    lse: BufferHandle,
     targets: BufferHandle,
     gradLoss: BufferHandle,
     rows: number,
@@ -304,10 +312,11 @@ export class WebGpuBackend implements Backend {
   ): BufferHandle {
     const op = 'crossEntropyGrad';
     const x = gpuBufferOf(logits, op, rows * cols);
+    const l = gpuBufferOf(lse, op, rows, 'float32');
     const t = gpuBufferOf(targets, op, rows, 'int32');
     const g = gpuBufferOf(gradLoss, op, rows);
     const out = this.alloc(op, rows * cols, x.dtype);
-    runCrossEntropyGrad(this.exec, x.pooled, x.dtype, t.pooled, g.pooled, g.dtype, rows, cols, ignoreIndex, out.pooled);
+    runCrossEntropyGrad(this.exec, x.pooled, x.dtype, l.pooled, t.pooled, g.pooled, g.dtype, rows, cols, ignoreIndex, out.pooled);
     return out;
   }
 

@@ -2,10 +2,13 @@
  * Cross-entropy from logits, fused with its softmax, and its gradient. CPU twins: `crossEntropy` and
  * `crossEntropyGrad` in `cpu/loss.ts`.
  *
+ *     lse_r  = log Σ_j e^(x_rj)                           (row-logsumexp.ts: one read of the row)
  *     loss_r = lse_r − x[r, t_r]                          (0 where t_r = ignoreIndex)
  *     dx_rj  = (e^(x_rj − lse_r) − [j = t_r]) · g_r       (0 rows where t_r = ignoreIndex)
  *
- * with lse_r = log Σ_j e^(x_rj) (row-logsumexp.ts), one workgroup per row. A target outside
+ * one workgroup per row in both kernels. The forward writes lse_r (in f32, whatever the logits' dtype)
+ * beside the loss, and the gradient reads it back instead of computing it again: each logit is read
+ * once by the forward, and once more by the gradient, which writes each dx once. A target outside
  * [0, cols) makes the CPU throw; a kernel cannot, so it makes that row's loss and gradient NaN, which
  * no training run can miss. (The NaN is passed in as a parameter: WGSL constants cannot be NaN.)
  */
@@ -27,40 +30,44 @@ const params = new ParamStruct<Field>([
 const kernels = new Map<string, Kernel<Field>>();
 
 /**
- * The start of both kernels: the row's log-sum-exp and its target class, `label` (`target` is a
- * WGSL keyword). The lse is computed even for ignored rows: the label is read from memory, so the
- * compiler cannot prove that all threads of the workgroup agree on it, and a branch on it may not
- * skip the barriers inside rowLogSumExp.
+ * The start of both kernels: the workgroup's row and its target class, `label` (`target` is a WGSL
+ * keyword), which is `valid` inside [0, cols) and may be `ignored`.
  */
 const PROLOGUE = `  let row = ${LINEAR_WORKGROUP};
   if (row >= params.rows) { return; }
   let base = row * params.cols;
-  let lse = rowLogSumExp(base, params.cols, lid);
   let label = targets[row];
-  let valid = label >= 0 && u32(label) < params.cols;`;
+  let valid = label >= 0 && u32(label) < params.cols;
+  let ignored = label == params.ignoreIndex;`;
 
 function lossKernel(dtype: DType): Kernel<Field> {
   const key = `crossEntropy ${dtype}`;
   let kernel = kernels.get(key);
   if (!kernel) {
+    // The lse is computed for every row, ignored ones too: the label is read from memory, so the
+    // compiler cannot prove that all threads of the workgroup agree on it, and a branch on it may not
+    // skip the barriers inside rowLogSumExp.
     const source = () => `${enables([dtype])}// ${key}: CPU twin \`crossEntropy\` in cpu/loss.ts.
-${params.wgsl(3)}
+${params.wgsl(4)}
 ${storageBinding(0, 'x', 'read', dtype)}
 ${storageBinding(1, 'targets', 'read', 'int32')}
 ${storageBinding(2, 'loss', 'read_write', dtype)}
+${storageBinding(3, 'lseOut', 'read_write', 'float32')}
 
 ${rowLogSumExpWgsl(dtype)}
 @compute @workgroup_size(${ROW_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
 ${PROLOGUE}
+  let lse = rowLogSumExp(base, params.cols, lid);
   if (lid == 0u) {
     let picked = ${load('x', 'base + u32(clamp(label, 0, i32(params.cols) - 1))', dtype)};
-    let value = select(select(params.nan, lse - picked, valid), 0.0, label == params.ignoreIndex);
+    let value = select(select(params.nan, lse - picked, valid), 0.0, ignored);
     ${store('loss', 'row', 'value', dtype)}
+    lseOut[row] = lse;
   }
 }
 `;
-    kernel = { key, bindings: ['read', 'read', 'write'], params, source };
+    kernel = { key, bindings: ['read', 'read', 'write', 'write'], params, source };
     kernels.set(key, kernel);
   }
   return kernel;
@@ -71,17 +78,17 @@ function gradKernel(dtype: DType, gradDtype: DType): Kernel<Field> {
   let kernel = kernels.get(key);
   if (!kernel) {
     const source = () => `${enables([dtype, gradDtype])}// ${key}: CPU twin \`crossEntropyGrad\` in cpu/loss.ts.
-${params.wgsl(4)}
+${params.wgsl(5)}
 ${storageBinding(0, 'x', 'read', dtype)}
-${storageBinding(1, 'targets', 'read', 'int32')}
-${storageBinding(2, 'gradLoss', 'read', gradDtype)}
-${storageBinding(3, 'dx', 'read_write', dtype)}
+${storageBinding(1, 'lseIn', 'read', 'float32')}
+${storageBinding(2, 'targets', 'read', 'int32')}
+${storageBinding(3, 'gradLoss', 'read', gradDtype)}
+${storageBinding(4, 'dx', 'read_write', dtype)}
 
-${rowLogSumExpWgsl(dtype)}
 @compute @workgroup_size(${ROW_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
 ${PROLOGUE}
-  let ignored = label == params.ignoreIndex;
+  let lse = lseIn[row];
   let g = select(params.nan, ${load('gradLoss', 'row', gradDtype)}, valid);
   for (var j = lid; j < params.cols; j += ${ROW_WORKGROUP}u) {
     let p = exp(${load('x', 'base + j', dtype)} - lse);
@@ -89,12 +96,13 @@ ${PROLOGUE}
   }
 }
 `;
-    kernel = { key, bindings: ['read', 'read', 'read', 'write'], params, source };
+    kernel = { key, bindings: ['read', 'read', 'read', 'read', 'write'], params, source };
     kernels.set(key, kernel);
   }
   return kernel;
 }
 
+/** Writes the per-row loss (the logits' dtype) to `loss` and the per-row lse (f32) to `lse`. */
 export function runCrossEntropy(
   exec: Executor,
   x: PooledBuffer,
@@ -103,15 +111,18 @@ export function runCrossEntropy(
   rows: number,
   cols: number,
   ignoreIndex: number,
-  out: PooledBuffer,
+  out: { loss: PooledBuffer; lse: PooledBuffer },
 ): void {
-  exec.dispatch('crossEntropy', lossKernel(dtype), [x, targets, out], { rows, cols, ignoreIndex, nan: Number.NaN }, rows);
+  const buffers = [x, targets, out.loss, out.lse];
+  exec.dispatch('crossEntropy', lossKernel(dtype), buffers, { rows, cols, ignoreIndex, nan: Number.NaN }, rows);
 }
 
+/** Writes the gradient of the logits to `out`, from the lse that runCrossEntropy wrote. */
 export function runCrossEntropyGrad(
   exec: Executor,
   x: PooledBuffer,
   dtype: DType,
+  lse: PooledBuffer,
   targets: PooledBuffer,
   gradLoss: PooledBuffer,
   gradDtype: DType,
@@ -121,5 +132,6 @@ export function runCrossEntropyGrad(
   out: PooledBuffer,
 ): void {
   const kernel = gradKernel(dtype, gradDtype);
-  exec.dispatch('crossEntropyGrad', kernel, [x, targets, gradLoss, out], { rows, cols, ignoreIndex, nan: Number.NaN }, rows);
+  const buffers = [x, lse, targets, gradLoss, out];
+  exec.dispatch('crossEntropyGrad', kernel, buffers, { rows, cols, ignoreIndex, nan: Number.NaN }, rows);
 }

@@ -1,11 +1,34 @@
 /**
- * log Σ_j e^(x_j) over one row, computed by a whole workgroup: the WGSL shared by softmax and
- * cross-entropy. CPU twin: `logSumExpRow` in `cpu/reduce.ts`.
+ * log Σ_j e^(x_j) over one row, computed by a whole workgroup in one pass over the row: the WGSL
+ * shared by softmax and cross-entropy. CPU twin: `logSumExpRow` in `cpu/reduce.ts`, which reads the
+ * row twice; the two agree up to f32 rounding.
  *
- *     m = max_j x_j,   lse = m + log Σ_j e^(x_j − m)
+ *     M = max_j x_j,   lse = M + log Σ_j e^(x_j − M)
  *
- * Subtracting the row max makes every exponent ≤ 0, so nothing overflows however large x is. Both the
- * max and the sum are workgroup tree reductions (see `reduce.ts`); every thread gets the result.
+ * Subtracting the row max makes every exponent ≤ 0, so nothing overflows however large x is, but it
+ * reads the row twice: the sum cannot start before M is known. The online form (Milakov & Gimelshein
+ * 2018, https://arxiv.org/abs/1805.02867; attention.ts runs it over keys) reads it once. Thread t walks
+ * elements t, t + 256, … keeping a running max m and s = Σ e^(x − m) over what it has read; an
+ * element above m becomes the new reference, and the sum so far is rescaled to it first:
+ *
+ *     x > m:  s ← s·e^(m − x) + 1,  m ← x          otherwise:  s ← s + e^(x − m)
+ *
+ * Then the workgroup combines the threads' (m, s) pairs with two tree reductions (as in `reduce.ts`):
+ *
+ *     M = max_t m_t,   total = Σ_t s_t·e^(m_t − M),   lse = M + log(total)
+ *
+ * Each element costs one exp, and a rescale one more: a thread's max rises about ln n times over n
+ * elements in random order (every time for a row sorted upward, which still reads the row only once).
+ *
+ * The edge cases come out as the CPU's without a −∞ literal, which WGSL lacks:
+ * - A thread starts from an element of the row with s = 0, so a thread past the end of a short row
+ *   adds 0·e^(m − M) = 0 to the total.
+ * - −∞ (a masked logit) adds e^(−∞) = 0. A thread that has read only −∞ has m = −∞, where e^(x − m)
+ *   would be e^(−∞ + ∞) = NaN, so an element equal to m adds exactly e^0 = 1: that thread's s stays
+ *   finite, and the combine weighs it by e^(−∞ − M) = 0.
+ * - A row of all −∞ has M = −∞, so every weight is e^(−∞ + ∞) = NaN and lse is NaN, as on the CPU
+ *   (its softmax is NaN, as in PyTorch). A +∞ entry likewise makes M = +∞ and lse NaN.
+ * - A NaN never becomes m (x > m is false), but adds e^NaN = NaN to its thread's s: lse is NaN.
  */
 import type { DType } from '../../../tensor/dtype.js';
 import { load } from '../wgsl.js';
@@ -49,13 +72,20 @@ fn workgroupSum(v: f32, lid: u32) -> f32 {
 }
 
 fn rowLogSumExp(base: u32, cols: u32, lid: u32) -> f32 {
-  // Threads start from an element of the row (repeats are harmless to a max): no −∞ literal needed.
+  // This thread's running max m and s = Σ e^(x − m) over its elements, from an element of the row
+  // with nothing summed yet.
   var m = ${x('min(lid, cols - 1u)')};
-  for (var j = lid; j < cols; j += ${W}u) { m = select(m, ${x('j')}, ${x('j')} > m); }
-  m = workgroupMax(m, lid);
   var s = 0.0;
-  for (var j = lid; j < cols; j += ${W}u) { s += exp(${x('j')} - m); }
-  return m + log(workgroupSum(s, lid));
+  for (var j = lid; j < cols; j += ${W}u) {
+    let v = ${x('j')};
+    if (v > m) { // a new max: rescale the sum to it
+      s *= exp(m - v);
+      m = v;
+    }
+    s += exp(select(v - m, 0.0, v == m)); // e^(v − m), but 1 where v = m = −∞ (not NaN)
+  }
+  let rowMax = workgroupMax(m, lid);
+  return rowMax + log(workgroupSum(s * exp(m - rowMax), lid));
 }
 `;
 }

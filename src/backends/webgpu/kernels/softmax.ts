@@ -2,12 +2,11 @@
  * Softmax and log-softmax along each row of a contiguous (rows, cols) buffer. CPU twin: `softmax` in
  * `cpu/reduce.ts`.
  *
- *     lse_r = log Σ_j e^(x_rj)   (stably, see row-logsumexp.ts)
+ *     lse_r = log Σ_j e^(x_rj)   (stably, in one pass: see row-logsumexp.ts)
  *     softmax:      y_rj = e^(x_rj − lse_r)
  *     log-softmax:  y_rj = x_rj − lse_r
  *
- * One workgroup per row: the row is read three times (max, sum, write), which stays in cache for the
- * row lengths of a vocabulary.
+ * One workgroup per row: the row is read twice, once for lse_r and once to write y.
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { PooledBuffer } from '../buffer-pool.js';
