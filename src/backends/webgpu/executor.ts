@@ -145,8 +145,8 @@ export class Executor {
     if (this.dispatches >= MAX_DISPATCHES || this.uniformUsed + bytes > this.uniformCapacity) this.submit();
 
     for (const b of buffers) {
-      const bytes = isWindow(b) ? b.size : b.capacity;
-      if (bytes > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'an operand', bytes, this.gpu.bindableBytes));
+      const bound = isWindow(b) ? b.size : b.capacity;
+      if (bound > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'an operand', bound, this.gpu.bindableBytes));
     }
     const pipeline = this.pipeline(op, kernel);
     for (const b of buffers) pooledOf(b).lastBatch = this.batch;
