@@ -661,6 +661,81 @@ describe('crossEntropy', () => {
   });
 });
 
+describe('norm', () => {
+  const [rows, dim, eps] = [4, 9, 1e-5];
+  const w = randomValues(dim, 20, 0.5, 2);
+  const b = randomValues(dim, 21);
+  const g = randomValues(rows * dim, 22);
+  /** Rows around 1, row 0 constant (σ² = 0, so rstd = 1/√ε). */
+  const x = randomValues(rows * dim, 19, -2, 3).fill(0.75, 0, dim);
+
+  /** y of every row, and its μ and rstd, straight from the definition. */
+  function naiveNorm(kind: 'layer' | 'rms', values: number[]): { y: number[]; mean: number[]; rstd: number[] } {
+    const mean: number[] = [];
+    const rstd: number[] = [];
+    const y = rowsOf(values, dim).flatMap((row) => {
+      const mu = kind === 'layer' ? row.reduce((s, v) => s + v, 0) / dim : 0;
+      const r = 1 / Math.sqrt(row.reduce((s, v) => s + (v - mu) ** 2, 0) / dim + eps);
+      mean.push(mu);
+      rstd.push(r);
+      return row.map((v, j) => (v - mu) * r * (w[j] as number) + (b[j] as number));
+    });
+    return { y, mean, rstd };
+  }
+
+  for (const kind of ['layer', 'rms'] as const) {
+    it(`${kind}: y, μ and rstd by the definition, rstd = 1/√ε on a constant row`, async () => {
+      const out = cpu.norm(kind, upload(x, 'float64'), upload(w, 'float64'), upload(b, 'float64'), rows, dim, eps);
+      const expected = naiveNorm(kind, x);
+      expectClose(await readAll(out.y, 'float64', rows * dim), expected.y, 1e-13);
+      expectClose(await readAll(out.rstd, 'float64', rows), expected.rstd, 1e-14);
+      if (kind === 'layer') {
+        expectClose(await readAll(out.mean as BufferHandle, 'float64', rows), expected.mean, 1e-14);
+        expect((await readAll(out.rstd, 'float64', 1))[0]).toBe(1 / Math.sqrt(eps));
+      } else {
+        expect(out.mean).toBeNull();
+      }
+    });
+
+    it(`${kind}: dx and g·x̂ are the derivatives of Σ g·y by x and by γ, by finite differences`, async () => {
+      const [xs, ws] = [upload(x, 'float64'), upload(w, 'float64')];
+      const { mean, rstd } = cpu.norm(kind, xs, ws, upload(b, 'float64'), rows, dim, eps);
+      const { dx, gxhat } = cpu.normGrad(kind, xs, ws, mean, rstd, upload(g, 'float64'), rows, dim, true);
+      const loss = (values: number[]) => naiveNorm(kind, values).y.reduce((s, v, i) => s + v * (g[i] as number), 0);
+      const dxExpected = x.map((v, i) => derivative((t) => loss(x.map((u, k) => (k === i ? t : u))), v));
+      expectClose(await readAll(dx, 'float64', rows * dim), dxExpected, 1e-6);
+      // Σ g·y is linear in γ with coefficient Σ_rows g·x̂, and x̂ = (y − β)/γ.
+      const gxhatExpected = naiveNorm(kind, x).y.map((v, i) => ((g[i] as number) * (v - (b[i % dim] as number))) / (w[i % dim] as number));
+      expectClose(await readAll(gxhat as BufferHandle, 'float64', rows * dim), gxhatExpected, 1e-13);
+    });
+  }
+
+  it('centres before it squares: |μ| ≫ σ loses nothing (mean x² − μ² would lose every digit)', async () => {
+    const far = x.map((v) => v + 1e8);
+    const out = cpu.norm('layer', upload(far, 'float64'), null, null, rows, dim, eps);
+    const expected = naiveNorm('layer', x).rstd; // the same rows without the offset
+    expectClose(await readAll(out.rstd, 'float64', rows), expected, 1e-6);
+  });
+
+  it('keeps μ and rstd of float16 rows in float32, and leaves out g·x̂ unless asked', async () => {
+    const half = roundTo(x, 'float16');
+    const xs = upload(half, 'float16');
+    const { y, mean, rstd } = cpu.norm('layer', xs, null, null, rows, dim, eps);
+    expect(await cpu.read(y, 'float16', 0, 1)).toBeInstanceOf(Float16Array);
+    expect(await cpu.read(rstd, 'float32', 0, rows)).toBeInstanceOf(Float32Array);
+    expectClose(await readAll(mean as BufferHandle, 'float32', rows), naiveNorm('layer', half).mean, 1e-7);
+    expect(cpu.normGrad('layer', xs, null, mean, rstd, upload(g, 'float16'), rows, dim, false).gxhat).toBeNull();
+  });
+
+  it("refuses a mean for 'rms', or none for 'layer'", () => {
+    const [xs, stats] = [upload(x), upload(new Array(rows).fill(1))];
+    expect(() => cpu.normGrad('rms', xs, null, stats, stats, xs, rows, dim, false)).toThrow(
+      "rmsNormGrad: 'layer' needs the forward's mean, and 'rms' has none.",
+    );
+    expect(() => cpu.normGrad('layer', xs, null, null, stats, xs, rows, dim, false)).toThrow(/^layerNormGrad: 'layer' needs/);
+  });
+});
+
 describe('gatherRows and scatterAddRows', () => {
   const vocab = 5;
   const dim = 7;

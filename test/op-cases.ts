@@ -152,7 +152,19 @@ export const opCases: OpCase[] = [
   ['flatten', (x) => x.flatten(1), [leaf([2, 3, 2], 58)]],
   // normalisation, convolution, scans, dropout
   ['layerNorm', (x, w, b) => layerNorm(x, w, b), [leaf([3, 6], 59), leaf([6], 60), leaf([6], 61)]],
+  ['layerNorm without weight or bias', (x) => layerNorm(x, null, null), [leaf([4, 7], 180)]],
+  ['layerNorm with weight, no bias, dim 1', (x, w) => layerNorm(x, w, null), [leaf([5, 1], 181), leaf([1], 182)]],
+  [
+    'layerNorm, dim 300 (past one workgroup), transposed input',
+    (x, w, b) => layerNorm(x.transpose(), w, b),
+    [leaf([300, 2], 183), leaf([300], 184), leaf([300], 185)],
+  ],
+  // σ² = 0, so rstd = 1/√ε; a larger ε keeps the finite differences' O(h²/ε^1.5) error small
+  ['layerNorm of constant rows', (x, w, b) => layerNorm(x, w, b, 1e-3), [leaf([2, 5], 186, () => 0.75), leaf([5], 187), leaf([5], 188)]],
   ['rmsNorm', (x, w) => rmsNorm(x, w), [leaf([2, 3, 5], 62), leaf([5], 63)]],
+  ['rmsNorm without weight, narrowed input', (x) => rmsNorm(x.narrow(1, 1, 5), null), [leaf([3, 7], 189)]],
+  ['rmsNorm, dim 1', (x, w) => rmsNorm(x, w), [leaf([4, 1], 190, awayFromZero), leaf([1], 191)]],
+  ['rmsNorm, dim 1000 (four elements per thread)', (x, w) => rmsNorm(x, w), [leaf([2, 1000], 192), leaf([1000], 193)]],
   ['conv1dCausal', (x, w, b) => conv1dCausal(x, w, b), [leaf([2, 3, 7], 64), leaf([3, 4], 65), leaf([3], 66)]],
   ['cumsum', (x) => cumsum(x, 0), [leaf([5, 3], 67)]],
   [

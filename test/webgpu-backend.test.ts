@@ -10,7 +10,7 @@
  */
 import { Float16Array } from '@petamoriken/float16';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AdamScalars, Backend, BinaryOp, BufferHandle, UnaryOp, View } from '../src/backends/backend.js';
+import type { AdamScalars, Backend, BinaryOp, BufferHandle, NormKind, UnaryOp, View } from '../src/backends/backend.js';
 import type { CpuBuffer } from '../src/backends/cpu/buffer.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
 import { BufferPool } from '../src/backends/webgpu/buffer-pool.js';
@@ -898,6 +898,79 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
 
     it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
       await contiguous(1, 65537, 1, 2, 2); // one query block per (batch, head): 65537 workgroups
+    });
+  });
+
+  describe('norms', () => {
+    // The GPU sums in f32 with a tree, the CPU in doubles.
+    const NORM: Tolerance = { rtol: 1e-5, atol: 1e-5 };
+
+    /**
+     * norm, then normGrad from its μ and rstd (with g·x̂ when γ is given), on both backends: every
+     * output compared (μ and rstd as float32, which both keep for float32 and float16), then freed.
+     */
+    async function norms(kind: NormKind, rows: number, dim: number, x: Pair, params: { w: Pair; b: Pair } | null, g: Pair, tol = NORM) {
+      const label = `${kind}Norm ${rows}x${dim}${params ? ' +weight +bias' : ''} ${x.dtype}`;
+      const run = (b: Backend, s: Side) => {
+        const [w, bias] = params ? [s(params.w), s(params.b)] : [null, null];
+        const { y, mean, rstd } = b.norm(kind, s(x), w, bias, rows, dim, 1e-5);
+        const { dx, gxhat } = b.normGrad(kind, s(x), w, mean, rstd, s(g), rows, dim, params !== null);
+        return { y, mean, rstd, dx, gxhat };
+      };
+      const [expected, actual] = [run(cpu, cpuSide), run(G(), gpuSide)];
+      for (const part of ['y', 'mean', 'rstd', 'dx', 'gxhat'] as const) {
+        const [e, a] = [expected[part], actual[part]];
+        expect(a === null, `${label} ${part} is null on both or neither`).toBe(e === null);
+        if (!e || !a) continue;
+        const dtype = part === 'mean' || part === 'rstd' ? 'float32' : x.dtype;
+        const size = ((e as CpuBuffer).data as TypedArray).length;
+        expectClose(`${label} ${part}`, await readAll(G(), a, dtype, size), await readAll(cpu, e, dtype, size), tol);
+        cpu.free(e);
+        G().free(a);
+      }
+    }
+
+    /** x (rows, dim) around 1, its row 0 constant and row 1 (when there are 3 rows or more) zero: σ² = 0, rstd = 1/√ε. */
+    function rowsOf(rows: number, dim: number, dtype: DType = 'float32'): Pair {
+      const values = randomValues(rows * dim, rows + dim, -2, 4);
+      values.fill(0.75, 0, dim);
+      if (rows > 2) values.fill(0, dim, 2 * dim);
+      return upload(values, dtype);
+    }
+
+    it('normalises rows (LayerNorm, RMSNorm) and gives their gradients, with and without γ and β', async () => {
+      for (const [rows, dim] of [
+        [1, 1],
+        [3, 7],
+        [5, 33],
+        [4, 300], // rows longer than a workgroup
+        [3, 1000],
+      ] as const) {
+        const [x, g] = [rowsOf(rows, dim), random(rows * dim, dim + 3)];
+        const params = { w: random(dim, dim + 4, 'float32', 0.5, 2), b: random(dim, dim + 5) };
+        for (const kind of ['layer', 'rms'] as const) {
+          await norms(kind, rows, dim, x, params, g);
+          await norms(kind, rows, dim, x, null, g);
+        }
+      }
+    });
+
+    it('stores float16, keeping μ and rstd in float32', async () => {
+      if (!G().supportsFloat16) return;
+      const [rows, dim] = [5, 300];
+      const x = rowsOf(rows, dim, 'float16');
+      const params = { w: random(dim, 41, 'float16', 0.5, 2), b: random(dim, 42, 'float16') };
+      for (const kind of ['layer', 'rms'] as const) {
+        await norms(kind, rows, dim, x, params, random(rows * dim, 43, 'float16'), { rtol: 2e-3, atol: 2e-3 });
+      }
+    });
+
+    it('folds a grid of more than 65535 workgroups into two dimensions', async () => {
+      const [rows, dim] = [65537, 2]; // one workgroup per row
+      const params = { w: random(dim, 44), b: random(dim, 45) };
+      // Among so many random pairs some are nearly equal: x − μ then keeps only the f32 bits of x below
+      // μ's last one, and rstd (up to 1/√ε ≈ 316) scales that rounding up, in f32 as in any f32 LayerNorm.
+      await norms('layer', rows, dim, rowsOf(rows, dim), params, random(rows * dim, 46), { rtol: 1e-4, atol: 1e-4 });
     });
   });
 

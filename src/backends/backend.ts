@@ -12,7 +12,8 @@
  * - Calls are synchronous to make; a backend may queue the work (the GPU does). Only `read` waits.
  * - Float inputs are computed in at least f32; `float16` is a storage format.
  * - Output dtype: a's for binary and `where`; int32 for argmax; otherwise the dtype of the first float
- *   input (conv1dGrad: gx as x, gw as w; crossEntropy's lse: `computeDtype` of the logits' dtype).
+ *   input (conv1dGrad: gx as x, gw as w; crossEntropy's lse and norm's mean and rstd: `computeDtype`
+ *   of the input's dtype).
  *   int32 results truncate and wrap like JS's ToInt32.
  * - Edge cases: an empty reduction (len = 0) sums to 0 (max −∞, min +∞, argmax an error); a fully −∞
  *   softmax row is NaN; uniform draws are in [0, 1) before rounding to the dtype (float16 may round
@@ -75,6 +76,9 @@ export type BinaryOp =
 export type ReduceOp = 'sum' | 'max' | 'min' | 'argmax';
 
 export type RandomDist = 'uniform' | 'normal';
+
+/** Which normalisation `norm` computes over each row: LayerNorm (centred) or RMSNorm (not). */
+export type NormKind = 'layer' | 'rms';
 
 /** Sizes of a selective scan: u and Δ are (batch, dim, len), A is (dim, N), B and C are (batch, N, len). */
 export interface ScanSizes {
@@ -205,6 +209,42 @@ export interface Backend {
     cols: number,
     ignoreIndex: number,
   ): BufferHandle;
+  /**
+   * LayerNorm or RMSNorm of each row of a contiguous (rows, dim) x, see src/tensor/ops/norm.ts:
+   *     'layer': μ = mean_j x_j,  rstd = 1/√(mean_j (x_j − μ)² + ε),  y = (x − μ)·rstd·γ + β
+   *     'rms':   μ = 0,           rstd = 1/√(mean_j x_j² + ε),         y = x·rstd·γ + β
+   * with γ = `weight` and β = `bias` (dim), each optional (null: γ = 1, β = 0). Gives y (rows, dim) in
+   * x's dtype and, for the backward, rstd (rows) and, for 'layer', μ (rows; null for 'rms'), in
+   * `computeDtype` of x's dtype.
+   */
+  norm(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    bias: BufferHandle | null,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): { y: BufferHandle; mean: BufferHandle | null; rstd: BufferHandle };
+  /**
+   * The gradient of `norm` from the output gradient g (rows, dim) and the forward's μ ('layer') and
+   * rstd: with x̂ = (x − μ)·rstd and g' = g·γ,
+   *     'layer': dx = rstd·(g' − mean_j g' − x̂·mean_j(g'·x̂))
+   *     'rms':   dx = rstd·(g' − x̂·mean_j(g'·x̂))
+   * in x's dtype. With `withGxhat` it also gives g·x̂ (rows, dim), in x's dtype too, whose column sums
+   * are dγ (dβ is the column sums of g): the caller sums them with `reduce`, which reads them in place.
+   */
+  normGrad(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    mean: BufferHandle | null,
+    rstd: BufferHandle,
+    grad: BufferHandle,
+    rows: number,
+    dim: number,
+    withGxhat: boolean,
+  ): { dx: BufferHandle; gxhat: BufferHandle | null };
   /** Gathers rows of `weight` (vocab, dim): out[i] = weight[ids[i]], giving (n, dim). */
   gatherRows(weight: BufferHandle, ids: BufferHandle, n: number, vocab: number, dim: number): BufferHandle;
   /** The backward of gatherRows: out (vocab, dim) = Σ over i with ids[i] = v of grad[i]. */

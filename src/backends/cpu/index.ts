@@ -14,6 +14,7 @@ import type {
   Backend,
   BinaryOp,
   BufferHandle,
+  NormKind,
   RandomDist,
   ReduceOp,
   ScanInputs,
@@ -30,6 +31,7 @@ import { assign, binary, copy, random, unary, where } from './elementwise.js';
 import { gatherRows, scatterAddRows } from './embedding.js';
 import { crossEntropy, crossEntropyGrad } from './loss.js';
 import { matmul } from './matmul.js';
+import { norm, normGrad } from './norm.js';
 import { cumsum, reduce, softmax } from './reduce.js';
 import { type ScanArrays, selectiveScanBackward, selectiveScanForward } from './selective-scan.js';
 
@@ -174,6 +176,44 @@ export class CpuBackend implements Backend {
         ignoreIndex,
       ),
     );
+  }
+
+  norm(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    bias: BufferHandle | null,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): { y: BufferHandle; mean: BufferHandle | null; rstd: BufferHandle } {
+    const op = `${kind}Norm`;
+    const xs = arrayOf(x, op, rows * dim);
+    const param = (h: BufferHandle | null) => h && arrayOf(h, op, dim, dtypeOf(xs));
+    const { y, mean, rstd } = norm(kind, xs, param(weight), param(bias), rows, dim, eps);
+    return { y: this.#wrap(y), mean: mean && this.#wrap(mean), rstd: this.#wrap(rstd) };
+  }
+
+  normGrad(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    mean: BufferHandle | null,
+    rstd: BufferHandle,
+    grad: BufferHandle,
+    rows: number,
+    dim: number,
+    withGxhat: boolean,
+  ): { dx: BufferHandle; gxhat: BufferHandle | null } {
+    const op = `${kind}NormGrad`;
+    if ((kind === 'layer') !== (mean !== null)) throw new Error(`${op}: 'layer' needs the forward's mean, and 'rms' has none.`);
+    const xs = arrayOf(x, op, rows * dim);
+    const dtype = dtypeOf(xs);
+    const stats = (h: BufferHandle) => arrayOf(h, op, rows, computeDtype(dtype));
+    const w = weight && arrayOf(weight, op, dim, dtype);
+    const g = arrayOf(grad, op, rows * dim, dtype);
+    const { dx, gxhat } = normGrad(kind, xs, w, mean && stats(mean), stats(rstd), g, rows, dim, withGxhat);
+    return { dx: this.#wrap(dx), gxhat: gxhat && this.#wrap(gxhat) };
   }
 
   gatherRows(weight: BufferHandle, ids: BufferHandle, n: number, vocab: number, dim: number): BufferHandle {

@@ -26,6 +26,7 @@ import type {
   Backend,
   BinaryOp,
   BufferHandle,
+  NormKind,
   RandomDist,
   ReduceOp,
   ScanInputs,
@@ -47,6 +48,7 @@ import { type Expression, type Operand, runElementwise } from './kernels/element
 import { runGatherRows, runScatterAddRows } from './kernels/embedding.js';
 import { runFill } from './kernels/fill.js';
 import { runMatmul } from './kernels/matmul.js';
+import { runNorm, runNormGrad } from './kernels/norm.js';
 import { runRandom } from './kernels/random.js';
 import { runReduce } from './kernels/reduce.js';
 import { chunkStatesSize, runSelectiveScan, scanBuffers } from './kernels/selective-scan.js';
@@ -318,6 +320,50 @@ export class WebGpuBackend implements Backend {
     const out = this.alloc(op, rows * cols, x.dtype);
     runCrossEntropyGrad(this.exec, x.pooled, x.dtype, l.pooled, t.pooled, g.pooled, g.dtype, rows, cols, ignoreIndex, out.pooled);
     return out;
+  }
+
+  norm(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    bias: BufferHandle | null,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): { y: BufferHandle; mean: BufferHandle | null; rstd: BufferHandle } {
+    const op = `${kind}Norm`;
+    const xs = gpuBufferOf(x, op, rows * dim);
+    const param = (h: BufferHandle | null) => h && gpuBufferOf(h, op, dim, xs.dtype).pooled;
+    const y = this.alloc(op, rows * dim, xs.dtype);
+    const mean = kind === 'layer' ? this.alloc(op, rows, 'float32') : null; // computeDtype of every GPU float dtype
+    const rstd = this.alloc(op, rows, 'float32');
+    const out = { y: y.pooled, mean: mean?.pooled ?? null, rstd: rstd.pooled };
+    runNorm(this.exec, kind, xs.pooled, xs.dtype, param(weight), param(bias), rows, dim, eps, out);
+    return { y, mean, rstd };
+  }
+
+  normGrad(
+    kind: NormKind,
+    x: BufferHandle,
+    weight: BufferHandle | null,
+    mean: BufferHandle | null,
+    rstd: BufferHandle,
+    grad: BufferHandle,
+    rows: number,
+    dim: number,
+    withGxhat: boolean,
+  ): { dx: BufferHandle; gxhat: BufferHandle | null } {
+    const op = `${kind}NormGrad`;
+    if ((kind === 'layer') !== (mean !== null)) throw new Error(`${op}: 'layer' needs the forward's mean, and 'rms' has none.`);
+    const xs = gpuBufferOf(x, op, rows * dim);
+    const w = weight && gpuBufferOf(weight, op, dim, xs.dtype).pooled;
+    const m = mean && gpuBufferOf(mean, op, rows, 'float32').pooled;
+    const r = gpuBufferOf(rstd, op, rows, 'float32');
+    const g = gpuBufferOf(grad, op, rows * dim, xs.dtype);
+    const dx = this.alloc(op, rows * dim, xs.dtype);
+    const gxhat = withGxhat ? this.alloc(op, rows * dim, xs.dtype) : null;
+    runNormGrad(this.exec, kind, xs.pooled, xs.dtype, w, m, r.pooled, g.pooled, rows, dim, { dx: dx.pooled, gxhat: gxhat?.pooled ?? null });
+    return { dx, gxhat };
   }
 
   gatherRows(weight: BufferHandle, ids: BufferHandle, n: number, vocab: number, dim: number): BufferHandle {

@@ -17,7 +17,8 @@ import type { PooledBuffer } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
 import { enables, GRID_BUILTINS, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
-import { ROW_WORKGROUP, rowLogSumExpWgsl } from './row-logsumexp.js';
+import { rowLogSumExpWgsl } from './row-logsumexp.js';
+import { ROW_WORKGROUP } from './workgroup-reduce.js';
 
 type Field = 'rows' | 'cols' | 'ignoreIndex' | 'nan';
 const params = new ParamStruct<Field>([

@@ -13,7 +13,7 @@
  *
  *     x > m:  s ← s·e^(m − x) + 1,  m ← x          otherwise:  s ← s + e^(x − m)
  *
- * Then the workgroup combines the threads' (m, s) pairs with two tree reductions (as in `reduce.ts`):
+ * Then the workgroup combines the threads' (m, s) pairs with two tree reductions (workgroup-reduce.ts):
  *
  *     M = max_t m_t,   total = Σ_t s_t·e^(m_t − M),   lse = M + log(total)
  *
@@ -32,45 +32,17 @@
  */
 import type { DType } from '../../../tensor/dtype.js';
 import { load } from '../wgsl.js';
-
-export const ROW_WORKGROUP = 256;
+import { ROW_WORKGROUP, WORKGROUP_REDUCTIONS } from './workgroup-reduce.js';
 
 /**
  * WGSL for `fn rowLogSumExp(base: u32, cols: u32, lid: u32) -> f32` over `x[base … base + cols)`
- * (a storage array named `x` of `dtype`), plus the workgroup array it reduces in. Call it from
- * uniform control flow with cols > 0: it contains barriers.
+ * (a storage array named `x` of `dtype`), plus the workgroup reductions it combines with
+ * (workgroup-reduce.ts). Call it from uniform control flow with cols > 0: it contains barriers.
  */
 export function rowLogSumExpWgsl(dtype: DType): string {
   const W = ROW_WORKGROUP;
   const x = (j: string) => load('x', `base + ${j}`, dtype);
-  return `var<workgroup> partial: array<f32, ${W}>;
-
-// Tree reductions over the workgroup; every thread returns the total. The final barrier keeps the
-// next reduction from overwriting partial[0] before everyone has read it.
-fn workgroupMax(v: f32, lid: u32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = ${W / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s && partial[lid + s] > partial[lid]) { partial[lid] = partial[lid + s]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
-
-fn workgroupSum(v: f32, lid: u32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = ${W / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { partial[lid] += partial[lid + s]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
-
+  return `${WORKGROUP_REDUCTIONS}
 fn rowLogSumExp(base: u32, cols: u32, lid: u32) -> f32 {
   // This thread's running max m and s = Σ e^(x − m) over its elements, from an element of the row
   // with nothing summed yet.
