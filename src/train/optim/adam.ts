@@ -103,8 +103,8 @@ export class Adam {
     tidy(() => {
       for (const { name, param, m, v } of this.slots) {
         if (!param.grad) continue;
-        // The kernel wants dense buffers, but a Linear layer's weight gradient arrives as a transposed
-        // view (the backward of x·Wᵀ), which costs one copy here.
+        // The kernel wants dense buffers. Gradients arrive dense (matmul gives a transposed operand, a
+        // Linear layer's Wᵀ, its gradient in its own layout); one that does not is copied here.
         const g = param.grad.contiguous();
         const shrink = 1 - lr * this.decayRate(name, param);
         const s = { beta1, beta2, stepSize, rootCorrection, eps, shrink };

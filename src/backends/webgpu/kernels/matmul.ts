@@ -40,7 +40,7 @@
  * byte offset the device accepts) and sees them as a smaller M; its rows of A are reached by moving
  * aOffset. A 2-D product needs nothing more; a batched one must fit a binding.
  */
-import { BYTES_PER_ELEMENT, type DType } from '../../../tensor/dtype.js';
+import { BYTES_PER_ELEMENT, computeDtype, type DType } from '../../../tensor/dtype.js';
 import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
 import { align, type Executor, type Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
@@ -323,7 +323,7 @@ export function runMatmul(
   const grid = (rows: number, z: number) => [Math.ceil(N / (16 * T)), Math.ceil(rows / (16 * T)), z] as const;
 
   if (splits > 1) {
-    const partialType: DType = computeType(outDtype) === 'i32' ? 'int32' : 'float32';
+    const partialType = computeDtype(outDtype);
     const size = batch * M * N;
     const partials = pool.acquire('matmul', splits * size * 4);
     const splitK = Math.ceil(K / splits / BK) * BK; // whole k-slabs per split

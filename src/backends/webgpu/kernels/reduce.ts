@@ -31,7 +31,7 @@
  * only on the sizes, never on timing, so results repeat exactly from run to run. A tree's rounding
  * error grows as log₂ of the row length; a column walk's with the length of its chunk.
  */
-import type { DType } from '../../../tensor/dtype.js';
+import { computeDtype, type DType } from '../../../tensor/dtype.js';
 import type { ReduceOp } from '../../backend.js';
 import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
@@ -287,7 +287,7 @@ export function runReduce(
     return;
   }
   // Two passes: partial results per chunk, kept in the compute type (f32 or i32) between passes.
-  const partialType: DType = computeType(dtype) === 'i32' ? 'int32' : 'float32';
+  const partialType = computeDtype(dtype);
   const partials = pool.acquire(label, outer * inner * chunks * 4);
   const partialIndices = argmax ? pool.acquire(label, outer * inner * chunks * 4) : null;
   const firstOut = partialIndices ? [partials, partialIndices] : [partials];
