@@ -54,6 +54,7 @@ const REQUESTED_LIMITS = [
   'maxBufferSize',
   'maxComputeWorkgroupStorageSize',
   'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
   'maxComputeWorkgroupsPerDimension',
 ] as const;
 

@@ -12,27 +12,38 @@
  * same work-efficient scan: segments reversed (position SEGS − 1 − seg of the "r" trees), the root
  * holding `dcarry`, the q handed over by the chunk after this one.
  *
+ * The tile is cut as in the forward, (row r, part q, segment seg) with `group` states of each round
+ * per invocation; on a GPU 32 rows × 2 parts × 4 segments of 16 steps, 4 states each (256
+ * invocations, 2 rounds for N = 16).
+ *
  * ## One chunk (chunks from last to first)
  *
- *  1. Stage Δ, u and dy of the tile (coalesced), copy each invocation's segment to registers; per
- *     group of states, stage B and C over the chunk.
- *  2. Local totals, both directions, from one exp per step: the forward pair (Π ā, state from 0)
- *     as in the forward, and the reverse map (Π ā, q reached from 0) composed toward the start.
- *  3. Both scans in the same up-sweep and down-sweep (same barriers): the forward root is the saved
- *     state entering the chunk, `chunkStates[b, d, c, n]`; the reverse root is `dcarry[n][r]`,
- *     which the reverse total moves on to the chunk before.
- *  4. Per state: walk the segment forwards from its entering state, keeping ā_t and h_{t−1} in
- *     registers, then backwards from its entering q, with dh_t in hand:
+ *  1. Stage Δ and u of the tile (coalesced), copy each invocation's segment to registers; then dy
+ *     the same way; per round, stage B and C of its states over the chunk.
+ *  2. Local totals, both directions, from one exp per step, kept (ā for step 4): the forward pair
+ *     (Π ā, state from 0) as in the forward, and the reverse map (Π ā, q reached from 0) composed
+ *     toward the start.
+ *  3. Both scans of each (state, row) by one invocation: the forward root is the saved state
+ *     entering the chunk, `chunkStates[b, d, c, n]`; the reverse root is `dcarry[n][r]`, which the
+ *     reverse total moves on to the chunk before.
+ *  4. Per state: walk the segment forwards from its entering state, keeping h_{t−1} in registers,
+ *     then backwards from its entering q, with dh_t in hand:
  *
  *         dΔ_t += dh_t·(A·ā_t·h_{t−1} + B_t·u_t)       du_t += dh_t·Δ_t·B_t          (summed over n here)
  *         dA   += dh_t·Δ_t·ā_t·h_{t−1}                  (summed over t here, over b later)
  *         dB_t  = Σ_d dh_t·Δ_t·u_t     dC_t = Σ_d dy_t·h_t                         (summed over d later)
  *
- *     The dB and dC terms of the tile's rows go to workgroup memory, a (step, row) table, and are
- *     summed over the rows there (a fixed tree: deterministic); the tile's sum is written to
+ *     The dB and dC terms of the tile's rows go to workgroup memory, a (step, row) table per part,
+ *     and are summed over the rows there (a fixed tree: deterministic); the tile's sum is written to
  *     `partials` (tiles, N, len). dA's per-invocation sums are added over the segments into `dAsum`.
- *     The table holds one state, so this step costs 2 barriers per state.
- *  5. Write du and dΔ through the tile, coalesced.
+ *     The tables hold one state of each part, so this step costs 2 barriers per state of a group.
+ *  5. Write du and dΔ: each part's sums through workgroup memory, the parts added, coalesced.
+ *
+ * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array, so that the
+ * workgroup memory stays within what two workgroups may share on an H200 (see the forward's "Why
+ * this shape"). On an H200 this tiling measured best of those tried, 3.5 ms at (8, 1536, 4096, 16):
+ * 32 rows × 8 segments and all states per invocation took 4.7 ms; subgroup sums over the rows in
+ * place of the tables, 8.5 ms (each is a chain of five dependent shuffles).
  *
  * ## Sums across workgroups
  *
@@ -61,17 +72,20 @@ import {
   downSweep,
   fitTiling,
   Loops,
+  paddedStates,
   runSelectiveScan,
   SCAN_FIELDS,
   type ScanBuffers,
   type ScanParams,
   type ScanTiling,
+  STRIDE,
   scanParams,
   stateInput,
   TILE_PROLOGUE,
+  TREE_NODE,
+  type TreeAt,
   tilingConstants,
   tilingKey,
-  treeDeclarations,
   upSweep,
 } from './selective-scan.js';
 
@@ -83,22 +97,30 @@ function pairwiseSum(count: number, term: (k: number) => string, from = 0): stri
 }
 
 const BACKWARD_ROWS = 32;
-const BACKWARD_SEGS = 8;
-const MAX_GROUP = 4;
+const BACKWARD_SPLIT = 2;
+const BACKWARD_SEGS = 4;
 
-/** Floats of the `tile` array: the Δ, u, dy stage, or the row-sum scratch when that is larger. */
-function tileFloats(t: ScanTiling): number {
-  const stage = 3 * t.rows * (CHUNK_LEN + 1);
-  const scratch = 2 * CHUNK_LEN * (t.rows + 1) + t.segs * t.rows;
-  return Math.max(stage, scratch);
+/**
+ * Floats of the `scratch` array: Δ and u of the tile (dy follows in the same place); the four trees
+ * of a round; the row sums' tables of one state (dB and dC per part, dA's parts); or du, dΔ of each
+ * part — whichever is largest.
+ */
+function scratchFloats(t: ScanTiling): number {
+  const stage = 2 * t.rows * STRIDE;
+  const trees = 4 * t.split * t.group * t.segs * t.rows;
+  const tables = 2 * t.split * (CHUNK_LEN * (t.rows + 1) + t.rows) + t.split * t.segs * t.rows;
+  const parts = 2 * t.split * t.rows * STRIDE;
+  return Math.max(stage, trees, tables, parts);
 }
 
-/** Workgroup-memory bytes: the tile, B and C of a group, four trees (forward and reverse pairs), dcarry and dAsum. */
+/** Workgroup-memory bytes: the scratch, B and C of a round, dcarry and dAsum. */
 const backwardSharedBytes = (t: ScanTiling, N: number): number =>
-  4 * (tileFloats(t) + 2 * t.group * CHUNK_LEN + 4 * t.group * t.segs * t.rows + 2 * N * t.rows);
+  4 * (scratchFloats(t) + 2 * t.split * t.group * STRIDE + 2 * paddedStates(t, N) * t.rows);
 
-export const backwardTiling = (N: number, device: KernelDevice): ScanTiling =>
-  fitTiling(BACKWARD_ROWS, BACKWARD_SEGS, MAX_GROUP, N, (t) => backwardSharedBytes(t, N), device);
+/** The backward tiling for N states on this device (see the file comment). */
+export function backwardTiling(N: number, device: KernelDevice): ScanTiling {
+  return fitTiling({ rows: BACKWARD_ROWS, split: BACKWARD_SPLIT, segs: BACKWARD_SEGS }, N, (t) => backwardSharedBytes(t, N), device);
+}
 
 type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize';
 const params = new ParamStruct<Field>([
@@ -123,6 +145,11 @@ function backwardKernel(dtype: DType, N: number, t: ScanTiling): Kernel<Field> {
 
 function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling): string {
   const L = new Loops(t.unroll);
+  const threads = t.rows * t.split * t.segs;
+  // Where state g of this invocation's group reads B and C at step j of its segment.
+  const bcAt = (j: string) => `(q * GROUP + g) * STRIDE + first + ${j}`;
+  // The four trees live in `scratch` (see the layout below).
+  const at: TreeAt = (x, part, i) => `scratch[TREE_${x.toUpperCase()}${part.toUpperCase()} + ${i}]`;
   return `${enables([dtype])}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
 ${params.wgsl(8)}
@@ -136,23 +163,31 @@ ${storageBinding(6, 'ddelta', 'read_write', dtype)}
 ${storageBinding(7, 'partials', 'read_write', 'float32')}    // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, dim, N)
 
 ${tilingConstants(t, N)}
-const PITCH: u32 = ROWS + 1u;                 // the row-sum scratch is a (step, row) table of this pitch
-const SCRATCH_DC: u32 = CHUNK * PITCH;        // where dC's table starts (dB's at 0)
-const SCRATCH_DA: u32 = 2u * CHUNK * PITCH;   // dA's (segment, row) sums
+const TREE = ROUND * SEGS * ROWS;  // floats of one array of a tree
+const TREE_SA: u32 = 0u;           // the forward tree's pairs (a, b) …
+const TREE_SB: u32 = TREE;
+const TREE_RA: u32 = 2u * TREE;    // … and the reverse tree's
+const TREE_RB: u32 = 3u * TREE;
+const PITCH: u32 = ROWS + 1u;              // the row sums' tables are (step, row), this pitch
+const PART: u32 = CHUNK * PITCH + ROWS;    // one part's table (padded: the parts start in different banks)
+const TABLE_DC: u32 = SPLIT * PART;        // where dC's tables start in the scratch (dB's at 0)
+const TABLE_DA: u32 = 2u * SPLIT * PART;   // dA's (part, segment, row) sums
+${TREE_NODE}
 
-// Δ | u | dy of the tile's chunk; reused for the row-sum scratch, then for du | dΔ.
-var<workgroup> tile: array<f32, ${tileFloats(t)}>;
-var<workgroup> tileB: array<f32, GROUP * CHUNK>; // B of the group's states over the chunk
-var<workgroup> tileC: array<f32, GROUP * CHUNK>; // C, likewise
-var<workgroup> dcarry: array<f32, N * ROWS>; // q entering the chunk from the one after, per (n, row)
-var<workgroup> dAsum: array<f32, N * ROWS>;  // dA of the row so far
-${treeDeclarations(['s', 'r'])}
+// One chunk's Δ and u, then its dy; then a round's trees; then the tables of one state's row sums;
+// at the end of the chunk du, dΔ of each part. One array, so that the workgroup memory stays small
+// enough for two workgroups to share a multiprocessor (on an H200, each has 64 KB at most).
+var<workgroup> scratch: array<f32, ${scratchFloats(t)}>;
+var<workgroup> tileB: array<f32, ROUND * STRIDE>; // B of the round's states over the chunk
+var<workgroup> tileC: array<f32, ROUND * STRIDE>; // C, likewise
+var<workgroup> dcarry: array<f32, NP * ROWS>; // q entering the chunk from the one after, per (n, row)
+var<workgroup> dAsum: array<f32, NP * ROWS>;  // dA of the row so far
 
 @compute @workgroup_size(THREADS)
 fn main(${GRID_BUILTINS}) {
 ${TILE_PROLOGUE}
 
-  for (var i = lid; i < N * ROWS; i += THREADS) {
+  for (var i = lid; i < NP * ROWS; i += THREADS) {
     dcarry[i] = 0.0; // nothing comes after the last step
     dAsum[i] = 0.0;
   }
@@ -160,53 +195,69 @@ ${TILE_PROLOGUE}
   var dt: array<f32, STEPS>;
   var uu: array<f32, STEPS>;
   var gy: array<f32, STEPS>;      // dy
-  var gu: array<f32, STEPS>;      // du, summed over the states
-  var gdelta: array<f32, STEPS>;  // dΔ, summed over the states
+  var gu: array<f32, STEPS>;      // du, summed over this invocation's states
+  var gdelta: array<f32, STEPS>;  // dΔ, likewise
+  var abar: array<f32, GROUP * STEPS>; // ā = exp(Δ·A) of each of its states over the segment
+  var hBefore: array<f32, STEPS>; // h_{t−1} of one state
+  var hIn: array<f32, GROUP>;     // the state entering this segment, per state of the group
+  var qIn: array<f32, GROUP>;     // the q entering it from the segment after
 
   for (var k = 0u; k < params.nChunks; k++) {
     let c = params.nChunks - 1u - k;
     let t0 = c * CHUNK;
-    // 1. Stage Δ, u and dy along len.
+    // 1. Stage Δ and u along len, take this invocation's segment into registers; then dy likewise.
 ${L.shared(
   t.rows * CHUNK_LEN,
-  t.rows * t.segs,
+  threads,
   `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
       let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
       let inside = d0 + rr < params.dim && t < params.len; // else 0: the clamped index stays in bounds
-      let slot = rr * STRIDE + i % CHUNK;
-      tile[slot] = select(0.0, ${load('delta', 'at', dtype)}, inside);
-      tile[ROWS * STRIDE + slot] = select(0.0, ${load('u', 'at', dtype)}, inside);
-      tile[2u * ROWS * STRIDE + slot] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
+      scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('delta', 'at', dtype)}, inside);
+      scratch[ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('u', 'at', dtype)}, inside);`,
 )}
     workgroupBarrier();
 ${L.steps(
   t.steps,
-  (j) => `let slot = r * STRIDE + first + ${j};
-      dt[${j}] = tile[slot];
-      uu[${j}] = tile[ROWS * STRIDE + slot];
-      gy[${j}] = tile[2u * ROWS * STRIDE + slot];
+  (j) => `dt[${j}] = scratch[r * STRIDE + first + ${j}];
+      uu[${j}] = scratch[ROWS * STRIDE + r * STRIDE + first + ${j}];`,
+  '    ',
+)}
+    workgroupBarrier();
+${L.shared(
+  t.rows * CHUNK_LEN,
+  threads,
+  `let rr = i / CHUNK;
+      let t = t0 + i % CHUNK;
+      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
+      scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, d0 + rr < params.dim && t < params.len);`,
+)}
+    workgroupBarrier();
+${L.steps(
+  t.steps,
+  (j) => `gy[${j}] = scratch[r * STRIDE + first + ${j}];
       gu[${j}] = 0.0;
       gdelta[${j}] = 0.0;`,
   '    ',
 )}
 
     // params.states = N, read from the uniforms so that no compiler unrolls this loop (which
-    // multiplied the code by N / GROUP and the compile time on lavapipe with it).
-    for (var n0 = 0u; n0 < params.states; n0 += GROUP) {
+    // multiplied the code by the rounds and the compile time on lavapipe with it).
+    for (var n0 = 0u; n0 < params.states; n0 += ROUND) {
 ${L.shared(
-  t.group * CHUNK_LEN,
-  t.rows * t.segs,
-  `tileB[i] = ${stateInput('abc', 'params.offsetB + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};
-      tileC[i] = ${stateInput('abc', 'params.offsetC + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`,
+  t.split * t.group * CHUNK_LEN,
+  threads,
+  `let slot = (i / CHUNK) * STRIDE + i % CHUNK;
+      tileB[slot] = ${stateInput('abc', 'params.offsetB + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};
+      tileC[slot] = ${stateInput('abc', 'params.offsetC + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`,
   '      ',
 )}
-      workgroupBarrier();
-      // 2. Local totals: forward (Π ā, h from 0), reverse (Π ā, q from 0) composed toward the start.
-      // the group's states: independent chains (written out on GPUs, so that they interleave)
+      workgroupBarrier(); // (and everyone has taken dy out of the scratch the trees now overwrite)
+      // 2. Local totals: forward (Π ā, h from 0), reverse (Π ā, q from 0) composed toward the start,
+      //    for each of this invocation's states (independent chains, written out on GPUs).
 ${L.states(
   t.group,
-  `let a = abc[aRow + n0 + g];
+  `let a = abc[aRow + min(n0 + q * GROUP + g, N - 1u)]; // a state past N has B = C = 0
         var fa = 1.0;
         var fb = 0.0;
         var qa = 1.0;
@@ -214,104 +265,124 @@ ${L.states(
         // q ↦ qa·q + qb: step j's map runs after those of the steps after it.
 ${L.steps(
   t.steps,
-  (j) => `let at = g * CHUNK + first + ${j};
-          let abar = exp(dt[${j}] * a);
-          fb = abar * fb + dt[${j}] * uu[${j}] * tileB[at];
-          fa = fa * abar;
-          qa = qa * abar;
+  (j) => `let at = ${bcAt(j)};
+          let abarT = exp(dt[${j}] * a);
+          abar[g * STEPS + ${j}] = abarT;
+          fb = abarT * fb + dt[${j}] * uu[${j}] * tileB[at];
+          fa = fa * abarT;
+          qa = qa * abarT;
           qb = qb + qa * tileC[at] * gy[${j}];`,
 )}
-        sa[node(g, seg, r)] = fa;
-        sb[node(g, seg, r)] = fb;
-        ra[node(g, SEGS - 1u - seg, r)] = qa;
-        rb[node(g, SEGS - 1u - seg, r)] = qb;`,
+        ${at('s', 'a', 'node(q * GROUP + g, seg, r)')} = fa;
+        ${at('s', 'b', 'node(q * GROUP + g, seg, r)')} = fb;
+        ${at('r', 'a', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qa;
+        ${at('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qb;`,
   '      ',
 )}
       workgroupBarrier();
 
-      // 3. Both scans: roots are the saved chunk state and the q from the chunk after.
-${upSweep(['s', 'r'])}
-      for (var i = lid; i < GROUP * ROWS; i += THREADS) {
+      // 3. Both scans of each (state, row): the roots are the saved chunk state and the q from the chunk after.
+      for (var i = lid; i < ROUND * ROWS; i += THREADS) {
+        let g = i / ROWS;
         let rr = i % ROWS;
-        let n = n0 + i / ROWS;
-        let root = node(i / ROWS, SEGS - 1u, rr);
+        let n = n0 + g;
+${upSweep(['s', 'r'], at)}
+        let root = node(g, SEGS - 1u, rr);
         let dd = min(d0 + rr, params.dim - 1u); // rows past dim stay 0: their Δ and dy are 0
-        sb[root] = select(0.0, chunkStates[((b * params.dim + dd) * params.nChunks + c) * N + n], d0 + rr < params.dim);
+        let at = ((b * params.dim + dd) * params.nChunks + c) * N + min(n, N - 1u);
+        ${at('s', 'b', 'root')} = select(0.0, chunkStates[at], d0 + rr < params.dim && n < N);
         let qIn = dcarry[n * ROWS + rr];
-        dcarry[n * ROWS + rr] = ra[root] * qIn + rb[root]; // q leaving the chunk's first step
-        rb[root] = qIn;
+        dcarry[n * ROWS + rr] = ${at('r', 'a', 'root')} * qIn + ${at('r', 'b', 'root')}; // q leaving the chunk's first step
+        ${at('r', 'b', 'root')} = qIn;
+${downSweep(['s', 'r'], at)}
       }
       workgroupBarrier();
-${downSweep(['s', 'r'])}
 
-      // 4. Per state: this segment's gradients, then the sums over the tile's rows.
-      for (var g = 0u; g < GROUP; g++) {
-        let n = n0 + g;
-        let a = abc[aRow + n];
-        var abar: array<f32, STEPS>;
-        var hBefore: array<f32, STEPS>; // h_{t−1}
-        var h = sb[node(g, seg, r)];
+      // 4. Take the entering h and q out of the trees, which the row sums' tables overwrite.
+${L.states(
+  t.group,
+  `hIn[g] = ${at('s', 'b', 'node(q * GROUP + g, seg, r)')};
+        qIn[g] = ${at('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')};`,
+  '      ',
+)}
+      workgroupBarrier();
+      // State g of every part at once: this segment's gradients, then the sums over the rows.
+${L.states(
+  t.group,
+  `let n = n0 + q * GROUP + g;
+        let a = abc[aRow + min(n, N - 1u)];
+        var h = hIn[g];
 ${L.steps(
   t.steps,
-  (j) => `abar[${j}] = exp(dt[${j}] * a);
-          hBefore[${j}] = h;
-          h = abar[${j}] * h + dt[${j}] * uu[${j}] * tileB[g * CHUNK + first + ${j}];`,
+  (j) => `hBefore[${j}] = h;
+          h = abar[g * STEPS + ${j}] * h + dt[${j}] * uu[${j}] * tileB[${bcAt(j)}];`,
 )}
-        var q = rb[node(g, SEGS - 1u - seg, r)];
+        var dq = qIn[g];
         var dAPart = 0.0;
 ${L.steps(
   t.steps,
-  (j) => `let bt = tileB[g * CHUNK + first + ${j}];
-          let hNow = abar[${j}] * hBefore[${j}] + dt[${j}] * uu[${j}] * bt;
-          let dh = tileC[g * CHUNK + first + ${j}] * gy[${j}] + q;
-          gdelta[${j}] += dh * (a * abar[${j}] * hBefore[${j}] + bt * uu[${j}]);
+  (j) => `let at = ${bcAt(j)};
+          let ab = abar[g * STEPS + ${j}];
+          let bt = tileB[at];
+          let hNow = ab * hBefore[${j}] + dt[${j}] * uu[${j}] * bt;
+          let dh = tileC[at] * gy[${j}] + dq;
+          gdelta[${j}] += dh * (a * ab * hBefore[${j}] + bt * uu[${j}]);
           gu[${j}] += dh * dt[${j}] * bt;
-          dAPart += dh * dt[${j}] * abar[${j}] * hBefore[${j}];
-          tile[(first + ${j}) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
-          tile[SCRATCH_DC + (first + ${j}) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
-          q = abar[${j}] * dh;`,
+          dAPart += dh * dt[${j}] * ab * hBefore[${j}];
+          scratch[q * PART + (first + ${j}) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
+          scratch[TABLE_DC + q * PART + (first + ${j}) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
+          dq = ab * dh;`,
   '        ',
   'down',
 )}
-        tile[SCRATCH_DA + seg * ROWS + r] = dAPart;
+        scratch[TABLE_DA + (q * SEGS + seg) * ROWS + r] = dAPart;
         workgroupBarrier();
-        for (var i = lid; i < 2u * CHUNK + ROWS; i += THREADS) {
-          if (i < 2u * CHUNK) {
-            // dB (i < CHUNK) or dC of one step, summed over the tile's rows.
-            let table = (i / CHUNK) * SCRATCH_DC + (i % CHUNK) * PITCH;
-            let sum = ${pairwiseSum(t.rows, (rr) => `tile[table + ${rr}u]`)}; // a fixed tree: independent loads, log₂ ROWS deep
-            let t = t0 + i % CHUNK;
-            if (t < params.len) { partials[(i / CHUNK) * params.partSize + (tileIndex * N + n) * params.len + t] = sum; }
+        for (var i = lid; i < 2u * SPLIT * CHUNK + SPLIT * ROWS; i += THREADS) {
+          if (i < 2u * SPLIT * CHUNK) {
+            // dB (i < SPLIT·CHUNK) or dC of one (part, step), summed over the tile's rows.
+            let k = i % (SPLIT * CHUNK);
+            let table = (i / (SPLIT * CHUNK)) * TABLE_DC + (k / CHUNK) * PART + (k % CHUNK) * PITCH;
+            let sum = ${pairwiseSum(t.rows, (rr) => `scratch[table + ${rr}u]`)}; // a fixed tree: independent loads, log₂ ROWS deep
+            let t = t0 + k % CHUNK;
+            let m = n0 + (k / CHUNK) * GROUP + g;
+            if (t < params.len && m < N) { partials[(i / (SPLIT * CHUNK)) * params.partSize + (tileIndex * N + m) * params.len + t] = sum; }
           } else {
-            let rr = i - 2u * CHUNK;
-            dAsum[n * ROWS + rr] += ${pairwiseSum(t.segs, (k) => `tile[SCRATCH_DA + ${k}u * ROWS + rr]`)};
+            let k = i - 2u * SPLIT * CHUNK;
+            let m = n0 + (k / ROWS) * GROUP + g;
+            dAsum[m * ROWS + k % ROWS] += ${pairwiseSum(t.segs, (s) => `scratch[TABLE_DA + ((k / ROWS) * SEGS + ${s}u) * ROWS + k % ROWS]`)};
           }
         }
-        workgroupBarrier(); // the scratch is rewritten by the next state (and tileB, tileC by the next group)
-      }
+        workgroupBarrier(); // the tables are rewritten by the next state (and the trees by the next round)`,
+  '      ',
+)}
     }
 
-    // 5. du and dΔ through the tile, then out along len.
+    // 5. du and dΔ: each part's sums through the scratch, the SPLIT parts added, out along len.
 ${L.steps(
   t.steps,
-  (j) => `tile[r * STRIDE + first + ${j}] = gu[${j}];
-      tile[ROWS * STRIDE + r * STRIDE + first + ${j}] = gdelta[${j}];`,
+  (j) => `scratch[(q * ROWS + r) * STRIDE + first + ${j}] = gu[${j}];
+    scratch[(SPLIT + q) * ROWS * STRIDE + r * STRIDE + first + ${j}] = gdelta[${j}];`,
   '    ',
 )}
     workgroupBarrier();
 ${L.shared(
   t.rows * CHUNK_LEN,
-  t.rows * t.segs,
+  threads,
   `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
       if (d0 + rr < params.dim && t < params.len) {
+        var sumU = 0.0;
+        var sumDelta = 0.0;
+        for (var p = 0u; p < SPLIT; p++) {
+          sumU += scratch[(p * ROWS + rr) * STRIDE + i % CHUNK];
+          sumDelta += scratch[((SPLIT + p) * ROWS + rr) * STRIDE + i % CHUNK];
+        }
         let at = (b * params.dim + d0 + rr) * params.len + t;
-        let slot = rr * STRIDE + i % CHUNK;
-        ${store('du', 'at', 'tile[slot]', dtype)}
-        ${store('ddelta', 'at', 'tile[ROWS * STRIDE + slot]', dtype)}
+        ${store('du', 'at', 'sumU', dtype)}
+        ${store('ddelta', 'at', 'sumDelta', dtype)}
       }`,
 )}
-    workgroupBarrier(); // the tile is restaged by the next chunk
+    workgroupBarrier(); // the scratch is restaged by the next chunk
   }
 
   for (var i = lid; i < N * ROWS; i += THREADS) {

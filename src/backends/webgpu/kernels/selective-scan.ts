@@ -14,52 +14,65 @@
  *
  * A workgroup owns a **tile of `rows` rows** (consecutive d of one batch b) and walks the sequence
  * in **chunks of `chunkLen` = segs·steps steps**, carrying each (row, n)'s state from chunk to chunk.
- * Invocation (r, seg) owns row r and `steps` consecutive steps, its *segment*, of every chunk:
+ * The tile's invocations are (row r, part q, segment seg): invocation (r, q, seg) owns row r, the
+ * `steps` consecutive steps of segment seg of every chunk, and `group` of the N states — part q of
+ * each *round* of split·group states:
  *
- *                    chunk c (chunkLen = 64 steps)                 chunk c + 1
- *           seg 0        seg 1        seg 2        seg 3
- *     r 0   [0 .. 16)    [16 .. 32)   [32 .. 48)   [48 .. 64)   │  …
- *     r 1   [0 .. 16)    [16 .. 32)   …                        │
- *     …                                                          │
- *     r 31  …                                                    │   carry[n][r] crosses here
+ *                    chunk c (chunkLen = 64 steps)       chunk c + 1
+ *                    seg 0          seg 1
+ *     r 0, q 0       [0 .. 32)      [32 .. 64)        │  …        states 0–3 of the round
+ *     r 0, q 1       [0 .. 32)      [32 .. 64)        │           states 4–7
+ *     …                                               │
+ *     r 15, q 3      …                                │   carry[n][r] crosses here
  *
- * (the forward's tiling on a GPU: 32 rows × 4 segments of 16 steps, 128 invocations).
+ * (the forward's tiling on a GPU: 16 rows × 4 parts × 2 segments of 32 steps, 128 invocations, each
+ * with 4 of the 16 states of Mamba's N).
  *
- * Invocations are numbered row-fastest (lid = seg·rows + r), so neighbouring invocations (a subgroup
- * on real GPUs) are neighbouring rows at the same step: they read the same B[b, n, t] and C[b, n, t],
- * which the GPU serves as one broadcast. B and C are shared by all dim channels; a tile reads them
- * once for all its rows instead of once per row.
+ * Invocations are numbered row-fastest (lid = (seg·split + q)·rows + r), so neighbouring
+ * invocations (a subgroup on real GPUs) are neighbouring rows at the same step: they read the same
+ * B[b, n, t] and C[b, n, t], which the GPU serves as one broadcast. B and C are shared by all dim
+ * channels; a tile reads them once for all its rows instead of once per row.
  *
  * ## One chunk
  *
  *  1. **Stage** Δ and Δ·u of the tile into workgroup memory, reading global memory along len
- *     (coalesced), and, per group of states, B and C over the chunk; each invocation copies its
+ *     (coalesced), and, per round, B and C of its states over the chunk; each invocation copies its
  *     segment of Δ, Δ·u into registers. (Read straight from global memory inside the per-step
  *     chains, B and C cost a memory latency per step: the first version ran 3× slower.)
- *  2. **Local totals.** Per state n, each invocation composes its segment sequentially:
+ *  2. **Local totals.** For each of its states, each invocation composes its segment sequentially:
  *     T = x_first ∘ … ∘ x_last = (Π ā, the state the segment would produce from h = 0).
  *     ā and b̄ live in registers only: no (batch, dim, len, N) tensor ever reaches global memory.
  *  3. **Scan the segment totals** of each (row, n) with Blelloch's up-sweep and down-sweep in
- *     workgroup memory (`upSweep`, `downSweep` below), log₂(segs) levels each. The root is not
+ *     workgroup memory (`upSweep`, `downSweep` below), one invocation per tree. The root is not
  *     cleared to the identity but set to the state entering the chunk, so the down-sweep hands
  *     every segment the actual state h entering it, and the up-sweep's total moves `carry` on.
  *  4. **Apply.** Each invocation re-runs its segment from that state, h_t = ā_t·h_{t−1} + b̄_t,
  *     adding C_t·h_t into its y registers. ā is recomputed rather than kept from step 2: keeping it
- *     for every (n, step) would take N·steps registers per invocation.
- *  5. **Write y** through workgroup memory again, so the stores are coalesced along len.
+ *     (group·steps registers) measured no faster, and registers are what limits how many workgroups
+ *     a multiprocessor holds.
+ *  5. **Write y**: the split parts of each (row, step) meet in workgroup memory, are added, and go
+ *     out coalesced along len.
  *
- * The N states are scanned `group` at a time (8 on a GPU, fewer where workgroup memory is short), so
- * one chunk costs 4 + 2·log₂(segs) barriers per group (B, C staged; local totals; the up-sweep
- * levels; the root; the down-sweep levels; after the apply) and 2 more for y. Work is O(len) per
- * (row, n): `steps` sequential combines per segment twice, plus 2·(segs − 1) tree combines.
+ * One chunk costs 5 barriers per round (B, C staged; local totals; the trees; before and after y's
+ * parts), 6 for Mamba's N = 16 in one round. Work is O(len) per (row, n): `steps` sequential
+ * combines per segment twice, plus 2·(segs − 1) tree combines.
  *
- * Steps past len (a partial last chunk) and rows past dim (a partial last tile) get Δ = 0, u = 0,
- * the identity (1, 0): they leave the state alone, so neither needs a branch around the scan.
+ * **Why this shape (measured on an H200).** Through Vulkan each multiprocessor gives its workgroups
+ * 64 KB of workgroup memory between them, so a kernel using 42 KB ran one workgroup per
+ * multiprocessor: the time doubled from 132 to 264 workgroups. Hence one `tile` array that holds
+ * Δ, Δ·u, B, C and later y's parts (22 KB in all), and the trees swept one per invocation (their
+ * level-by-level barriers were a third of the time). Long segments beat more of them: 2 × 32 steps
+ * ran in 0.97 ms at Mamba's (8, 1536, 4096, 16), 4 × 16 in 1.34 ms; 32 rows × 4 segments of 16
+ * steps × all 16 states per invocation (the first design) in 1.89 ms.
+ *
+ * Steps past len (a partial last chunk), rows past dim (a partial last tile) and states past N
+ * (a partial last round: Δ·B = 0, C = 0) leave the state alone or add nothing, so none needs a
+ * branch around the scan.
  *
  * ## Few rows, long sequences
  *
  * A tile walks its chunks one after another, so batch·dim / rows tiles are all the parallelism there
- * is: one 16,384-token sequence of the seed model (batch 1, d_model 128) is 4 workgroups on a GPU
+ * is: one 16,384-token sequence of the seed model (batch 1, 128 channels) is 8 workgroups on a GPU
  * with 132 multiprocessors, each walking 256 chunks. When the tiles are fewer than BUSY_WORKGROUPS,
  * each row is cut into `blocks` runs of `blockChunks` consecutive chunks, and the scan is applied
  * once more, one level up, with the blocks as its elements:
@@ -100,9 +113,14 @@ import { runFill } from './fill.js';
  */
 export const CHUNK_LEN = 64;
 
-/** How a workgroup cuts its tile: rows × chunkLen steps, segs·steps = chunkLen, `group` states at a time. */
+/**
+ * How a workgroup cuts its tile: `rows` rows × `split` invocations per row × `segs` segments of
+ * `steps` steps (segs·steps = chunkLen). Each invocation takes `group` states of a round of
+ * split·group states, and the N states go through the scan one round at a time.
+ */
 export interface ScanTiling {
   readonly rows: number;
+  readonly split: number;
   readonly segs: number;
   readonly steps: number;
   readonly group: number;
@@ -110,45 +128,46 @@ export interface ScanTiling {
   readonly unroll: boolean;
 }
 
-/** The largest divisor of N that is at most `max`: states per scan round, so rounds are full. */
-export function stateGroup(N: number, max: number): number {
-  for (let g = Math.min(N, max); g > 1; g--) if (N % g === 0) return g;
-  return 1;
-}
+/** N rounded up to whole rounds: the states the kernels scan (those past N have B = C = 0). */
+export const paddedStates = (t: ScanTiling, N: number): number => Math.ceil(N / (t.split * t.group)) * t.split * t.group;
 
-const FORWARD_ROWS = 32;
-const FORWARD_SEGS = 4;
-const MAX_GROUP = 8;
+const FORWARD_ROWS = 16;
+const FORWARD_SPLIT = 4;
+const FORWARD_SEGS = 2;
+/** States per invocation and round, at most: each keeps its ā over a segment in registers. */
+const MAX_GROUP = 4;
 
-/** Workgroup-memory bytes of the forward kernel: the Δ and Δ·u tile, B and C of a group, the trees, carry. */
+/** Workgroup-memory floats of a tile row or a state over a chunk, padded so that rows start in different banks. */
+export const STRIDE = CHUNK_LEN + 1;
+
+/** Workgroup-memory bytes of the forward kernel: its tile, carry and the trees. */
 const forwardSharedBytes = (t: ScanTiling, N: number): number =>
-  4 * (2 * t.rows * (CHUNK_LEN + 1) + 2 * t.group * CHUNK_LEN + 2 * t.group * t.segs * t.rows + N * t.rows);
+  4 * (forwardTileFloats(t, true) + paddedStates(t, N) * t.rows + 2 * t.split * t.group * t.segs * t.rows);
 
 /**
- * The first tiling that fits the device's workgroup memory, trying `rows` rows per tile and then half
- * as many, each with the largest state group first (smaller groups cost more barriers; fewer rows
- * share B and C less).
+ * The tiling that fits the device's workgroup memory: `rows` rows per tile, or half as many, and so
+ * on (fewer rows share B and C less). Each of `split` invocations of a (row, segment) takes up to
+ * MAX_GROUP of the N states per round (a state's ā over the segment stays in its registers).
  */
 export function fitTiling(
-  rows: number,
-  segs: number,
-  maxGroup: number,
+  { rows, split, segs }: { readonly rows: number; readonly split: number; readonly segs: number },
   N: number,
   bytes: (t: ScanTiling) => number,
   { maxSharedBytes, unroll }: KernelDevice,
 ): ScanTiling {
+  const parts = Math.max(1, Math.min(split, N));
+  const group = Math.min(MAX_GROUP, Math.ceil(N / parts));
   for (let r = rows; r >= 1; r /= 2) {
-    for (let max = maxGroup; max >= 1; max--) {
-      const tiling = { rows: r, segs, steps: CHUNK_LEN / segs, group: stateGroup(N, max), unroll };
-      if (bytes(tiling) <= maxSharedBytes) return tiling;
-    }
+    const tiling = { rows: r, split: parts, segs, steps: CHUNK_LEN / segs, group, unroll };
+    if (bytes(tiling) <= maxSharedBytes) return tiling;
   }
   throw new Error(`selectiveScan: N = ${N} states need more workgroup memory than this GPU has (${maxSharedBytes} bytes).`);
 }
 
 /** The forward tiling for N states on this device. */
-export const forwardTiling = (N: number, device: KernelDevice): ScanTiling =>
-  fitTiling(FORWARD_ROWS, FORWARD_SEGS, MAX_GROUP, N, (t) => forwardSharedBytes(t, N), device);
+export function forwardTiling(N: number, device: KernelDevice): ScanTiling {
+  return fitTiling({ rows: FORWARD_ROWS, split: FORWARD_SPLIT, segs: FORWARD_SEGS }, N, (t) => forwardSharedBytes(t, N), device);
+}
 
 /** Number of chunks and of floats in chunkStates for these sizes. */
 export const chunkCount = (len: number): number => Math.ceil(len / CHUNK_LEN);
@@ -156,35 +175,35 @@ export const chunkStatesSize = ({ batch, dim, len, N }: ScanSizes): number => ba
 
 /** The tiling as part of a kernel's cache key. */
 export const tilingKey = (t: ScanTiling): string =>
-  `rows=${t.rows} segs=${t.segs} steps=${t.steps} group=${t.group}${t.unroll ? '' : ' loops'}`;
+  `rows=${t.rows} split=${t.split} segs=${t.segs} steps=${t.steps} group=${t.group}${t.unroll ? '' : ' loops'}`;
 
 /** The constants every scan kernel declares, from its tiling. */
 export function tilingConstants(t: ScanTiling, N: number): string {
   return `const ROWS: u32 = ${t.rows}u;      // rows (consecutive d of one batch) per workgroup
-const SEGS: u32 = ${t.segs}u;      // segments per chunk, one per invocation of a row
+const SPLIT: u32 = ${t.split}u;     // invocations per (row, segment), each with GROUP states of a round
+const SEGS: u32 = ${t.segs}u;      // segments per chunk
 const STEPS: u32 = ${t.steps}u;    // consecutive steps per segment, scanned sequentially
 const CHUNK: u32 = ${t.segs * t.steps}u;   // steps per chunk = SEGS·STEPS
-const THREADS: u32 = ${t.rows * t.segs}u; // = ROWS·SEGS
+const THREADS: u32 = ${t.rows * t.split * t.segs}u; // = ROWS·SPLIT·SEGS
 const N: u32 = ${N}u;          // states per channel
-const GROUP: u32 = ${t.group}u;     // states scanned together (N is a multiple)
+const GROUP: u32 = ${t.group}u;     // states per invocation in a round
+const ROUND: u32 = ${t.split * t.group}u;     // states scanned together = SPLIT·GROUP
+const NP: u32 = ${paddedStates(t, N)}u;       // N rounded up to whole rounds (the states past N are all 0)
 const STRIDE: u32 = CHUNK + 1u; // pitch of a tile row, padded so a tile's rows start in different banks`;
 }
 
 /**
- * The trees of segment totals: for tree `x`, arrays `xa`, `xb` hold pair (a, b) of node `pos` of
- * state g's tree for row r at `node(g, pos, r)`. Rows are innermost, so the invocations of one level
- * touch consecutive words.
+ * The trees of segment totals: pair (a, b) of node `pos` of the tree of state g (of the round) and
+ * row r is at index `node(g, pos, r)` of its tree's two arrays. Rows are innermost, so neighbouring
+ * invocations touch consecutive words. `TreeAt(x, part, i)` spells element i of array `part` of
+ * tree x: each kernel keeps its trees in a stretch of a workgroup array that it reuses in turn.
  */
-export function treeDeclarations(names: readonly string[]): string {
-  const arrays = names.flatMap((x) => [`${x}a`, `${x}b`]);
-  return `${arrays.map((a) => `var<workgroup> ${a}: array<f32, GROUP * SEGS * ROWS>;`).join('\n')}
-
-fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }`;
-}
+export type TreeAt = (x: string, part: 'a' | 'b', i: string) => string;
+export const TREE_NODE = 'fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }';
 
 /**
- * The up-sweep over the segment totals of every (state g, row r) at once, in place. With SEGS = 8
- * (the drawing of docs/selective-scan.md §5, one column per segment):
+ * The up-sweep over the segment totals of tree (state g, row rr), in place. With SEGS = 8 (the
+ * drawing of docs/selective-scan.md §5, one column per segment):
  *
  *     pos      0      1      2      3      4      5      6      7
  *     s = 1    └──∘───┘      └──∘───┘      └──∘───┘      └──∘───┘      x[i] = x[i − 1] ∘ x[i]
@@ -193,31 +212,36 @@ fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }
  *
  * Node i = (k + 1)·2s − 1 absorbs the subtree to its left (earlier in time, so on the left of ∘);
  * afterwards node 2s − 1 … of each level holds the total of its subtree and node SEGS − 1 the
- * chunk's. One barrier per level.
+ * chunk's.
+ *
+ * One invocation sweeps a whole tree, level after level, and the ROUND·ROWS trees of a round run
+ * side by side. A tree has only SEGS − 1 combines per sweep, so splitting its levels over
+ * invocations would buy little parallelism and cost a barrier per level; on an H200 those barriers
+ * were a third of the forward's time.
  */
-export function upSweep(trees: readonly string[]): string {
+export function upSweep(trees: readonly string[], at: TreeAt): string {
   const combine = trees
     .map(
-      (x) => `          ${x}b[right] = ${x}a[right] * ${x}b[left] + ${x}b[right];  // (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)
-          ${x}a[right] = ${x}a[left] * ${x}a[right];`,
+      (
+        x,
+      ) => `${at(x, 'b', 'right')} = ${at(x, 'a', 'right')} * ${at(x, 'b', 'left')} + ${at(x, 'b', 'right')};  // (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)
+            ${at(x, 'a', 'right')} = ${at(x, 'a', 'left')} * ${at(x, 'a', 'right')};`,
     )
-    .join('\n');
-  return `      for (var s = 1u; s < SEGS; s <<= 1u) {
-        let pairs = SEGS / (2u * s); // combines per tree at this level
-        for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
-          let q = i / ROWS;
-          let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
-          let left = right - s * ROWS; // node pos − s of the same tree
-${combine}
-        }
-        workgroupBarrier();
-      }`;
+    .join('\n            ');
+  return `        for (var s = 1u; s < SEGS; s <<= 1u) {
+          for (var pos = 2u * s - 1u; pos < SEGS; pos += 2u * s) {
+            let right = node(g, pos, rr);
+            let left = node(g, pos - s, rr);
+            ${combine}
+          }
+        }`;
 }
 
 /**
- * The down-sweep. Blelloch clears the root to the identity and gets exclusive prefixes; here the root
- * holds the state h entering the chunk instead (set by the caller between the sweeps). A prefix
- * applied to a known state is just a state, so the down-sweep carries states (the b's) alone:
+ * The down-sweep of tree (state g, row rr). Blelloch clears the root to the identity and gets
+ * exclusive prefixes; here the root holds the state h entering the chunk instead (set by the caller
+ * between the sweeps). A prefix applied to a known state is just a state, so the down-sweep carries
+ * states (the b's) alone:
  *
  *     pos      0      1      2      3      4      5      6      7
  *     root                                                     h_in
@@ -225,27 +249,24 @@ ${combine}
  *     s = 2           ├────────────┤               ├────────────┤
  *     s = 1    ├──────┤      ├──────┤      ├──────┤      ├──────┤
  *
- * where T_left(h) = a·h + b with (a, b) the up-sweep total of the left subtree, still in `xa`, `xb`.
- * Afterwards `xb[node(g, seg, r)]` is the state entering segment seg.
+ * where T_left(h) = a·h + b with (a, b) the up-sweep total of the left subtree, still in the tree.
+ * Afterwards the b of node (g, seg, rr) is the state entering segment seg.
  */
-export function downSweep(trees: readonly string[]): string {
+export function downSweep(trees: readonly string[], at: TreeAt): string {
   const pass = trees
     .map(
-      (x) => `          let ${x}Before = ${x}b[right]; // what enters the parent's subtree (h, or q backwards)
-          ${x}b[right] = ${x}a[left] * ${x}Before + ${x}b[left]; // … and its right half
-          ${x}b[left] = ${x}Before;`,
+      (x) => `let ${x}Before = ${at(x, 'b', 'right')}; // what enters the parent's subtree (h, or q backwards)
+            ${at(x, 'b', 'right')} = ${at(x, 'a', 'left')} * ${x}Before + ${at(x, 'b', 'left')}; // … and its right half
+            ${at(x, 'b', 'left')} = ${x}Before;`,
     )
-    .join('\n');
-  return `      for (var s = SEGS / 2u; s > 0u; s >>= 1u) {
-        let pairs = SEGS / (2u * s);
-        for (var i = lid; i < GROUP * ROWS * pairs; i += THREADS) {
-          let q = i / ROWS;
-          let right = node(q / pairs, (q % pairs + 1u) * 2u * s - 1u, i % ROWS);
-          let left = right - s * ROWS;
-${pass}
-        }
-        workgroupBarrier();
-      }`;
+    .join('\n            ');
+  return `        for (var s = SEGS / 2u; s > 0u; s >>= 1u) {
+          for (var pos = 2u * s - 1u; pos < SEGS; pos += 2u * s) {
+            let right = node(g, pos, rr);
+            let left = node(g, pos - s, rr);
+            ${pass}
+          }
+        }`;
 }
 
 /**
@@ -309,7 +330,7 @@ export class Loops {
   }
 }
 
-/** The workgroup's place: tile → (b, d0), invocation → (row r, segment seg); shared by both kernels. */
+/** The workgroup's place: tile → (b, d0), invocation → (row r, part q, segment seg); shared by both kernels. */
 export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIndex·blocks + block
   let tileIndex = workgroup / params.blocks; // = b·tilesPerBatch + (d0 / ROWS)
   let block = workgroup % params.blocks;     // which run of blockChunks chunks (0 when the row is one block)
@@ -317,7 +338,8 @@ export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIn
   let b = tileIndex / params.tilesPerBatch;
   let d0 = (tileIndex % params.tilesPerBatch) * ROWS; // the tile's first channel
   let r = lid % ROWS;
-  let seg = lid / ROWS;
+  let q = (lid / ROWS) % SPLIT; // which GROUP states of a round
+  let seg = lid / (ROWS * SPLIT);
   let d = d0 + r;
   let first = seg * STEPS;        // this invocation's first step within a chunk
   let bc = b * N * params.len;    // B and C of batch b start here
@@ -325,11 +347,11 @@ export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIn
   let aRow = min(d, params.dim - 1u) * N;`;
 
 /**
- * B or C at (batch b, state n, step t), 0 past len (the index is clamped, never out of bounds);
+ * B or C at (batch b, state n, step t), 0 past len or N (the index is clamped, never out of bounds);
  * `start` is where the array begins in its buffer.
  */
 export const stateInput = (array: string, start: string, n: string, t: string, dtype: DType): string =>
-  `select(0.0, ${load(array, `${start}bc + (${n}) * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len)`;
+  `select(0.0, ${load(array, `${start}bc + min(${n}, N - 1u) * params.len + min(${t}, params.len - 1u)`, dtype)}, ${t} < params.len && ${n} < N)`;
 
 /**
  * What a forward dispatch writes: y (and lastState); y and the chunk states; the chunk states only
@@ -388,6 +410,12 @@ function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode
   return kernel;
 }
 
+/** Floats of the forward's `tile`: Δ, Δ·u and B (and C) of a round over the chunk; later y's parts. */
+function forwardTileFloats(t: ScanTiling, withY: boolean): number {
+  const stage = (2 * t.rows + (withY ? 2 : 1) * t.split * t.group) * STRIDE;
+  return withY ? Math.max(stage, t.split * t.rows * STRIDE) : stage;
+}
+
 function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): string {
   const L = new Loops(t.unroll);
   const withY = mode === 'y' || mode === 'y+states';
@@ -412,38 +440,45 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
       ];
   if (saveStates) bindings.push(storageBinding(statesBinding, 'chunkStates', 'read_write', 'float32'));
   if (totals) bindings.push(storageBinding(4, 'totals', 'read_write', 'float32'));
-  // B and C of the group's states over the chunk, staged in workgroup memory.
-  const stageBC = (array: 'B' | 'C') => `tile${array}[i] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
+  const threads = t.rows * t.split * t.segs;
+  const round = t.split * t.group;
+  // B and C of the round's states over the chunk, staged in workgroup memory (0 past N and len).
+  const stageBC = (array: 'B' | 'C') =>
+    `tile[TILE_${array} + (i / CHUNK) * STRIDE + i % CHUNK] = ${stateInput(array, '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`;
+  const tree: TreeAt = (_, part, i) => `trees[TREE_${part.toUpperCase()} + ${i}]`;
+  // Where state g of this invocation's group finds B (or C, from TILE_C) at step j of its segment.
+  const bcAt = (j: string) => `(q * GROUP + g) * STRIDE + first + ${j}`;
 
-  // Steps 4 and 5 (apply, write y) exist only when y is wanted; 'states' stops at the root.
+  // Steps 4 and 5 (apply, y) exist only when y is wanted; 'states' and 'totals' stop at the root.
   const apply = `
-${downSweep(['s'])}
-      // 4. Apply: re-run the segment from the state entering it, collecting C·h into y.
-      // the group's states: independent chains (written out on GPUs, so that they interleave)
+      // 4. Apply: re-run the segment from the state entering it, collecting C·h.
 ${L.states(
   t.group,
-  `let a = A[aRow + n0 + g];
-        var h = sb[node(g, seg, r)];
+  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)];
+        var h = trees[TREE_B + node(q * GROUP + g, seg, r)];
 ${L.steps(
   t.steps,
-  (j) => `let at = g * CHUNK + first + ${j};
-          h = exp(dt[${j}] * a) * h + dtu[${j}] * tileB[at];
-          acc[${j}] += tileC[at] * h;`,
+  (j) => `let at = ${bcAt(j)};
+          h = exp(dt[${j}] * a) * h + dtu[${j}] * tile[TILE_B + at];
+          acc[${j}] += tile[TILE_C + at] * h;`,
 )}`,
   '      ',
-)}
-      workgroupBarrier(); // the trees and tileB, tileC are refilled by the next group`;
+)}`;
   const writeY = `
-    // 5. y through the tile (Δ is in registers by now), then out along len.
-${L.steps(t.steps, (j) => `tileDelta[r * STRIDE + first + ${j}] = acc[${j}];`, '    ')}
+    // 5. y: each invocation's part (its states' share) into the tile, once every invocation is done
+    //    with B and C; then the SPLIT parts of each (row, step) added up and written along len.
+    workgroupBarrier();
+${L.steps(t.steps, (j) => `tile[(q * ROWS + r) * STRIDE + first + ${j}] = acc[${j}];`, '    ')}
     workgroupBarrier();
 ${L.shared(
   t.rows * CHUNK_LEN,
-  t.rows * t.segs,
+  threads,
   `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
+      var sum = 0.0;
+      for (var k = 0u; k < SPLIT; k++) { sum += tile[(k * ROWS + rr) * STRIDE + i % CHUNK]; }
       if (d0 + rr < params.dim && t < params.len) {
-        ${store('y', '(b * params.dim + d0 + rr) * params.len + t', 'tileDelta[rr * STRIDE + i % CHUNK]', dtype)}
+        ${store('y', '(b * params.dim + d0 + rr) * params.len + t', 'sum', dtype)}
       }`,
 )}
     workgroupBarrier(); // the tile is restaged by the next chunk`;
@@ -458,13 +493,13 @@ ${L.shared(
   // the block is exp(A·ΣΔ): the segments' sums of Δ are added up per row through the tree arrays.
   const writeTotals = `
   workgroupBarrier();
-  sa[node(0u, seg, r)] = deltaSum;
+  if (q == 0u) { trees[TREE_A + node(0u, seg, r)] = deltaSum; }
   workgroupBarrier();
   for (var i = lid; i < N * ROWS; i += THREADS) {
     let rr = i % ROWS;
     if (d0 + rr < params.dim) {
       var rowDelta = 0.0;
-      for (var k = 0u; k < SEGS; k++) { rowDelta += sa[node(0u, k, rr)]; }
+      for (var k = 0u; k < SEGS; k++) { rowDelta += trees[TREE_A + node(0u, k, rr)]; }
       let at = 2u * (((b * params.dim + d0 + rr) * params.blocks + block) * N + i / ROWS);
       totals[at] = exp(A[(d0 + rr) * N + i / ROWS] * rowDelta);
       totals[at + 1u] = carry[i];
@@ -472,10 +507,12 @@ ${L.shared(
   }`;
   // A block after the first starts from the state the carry pass left in chunkStates.
   const initCarry = saveStates
-    ? `carry[i] = select(0.0, chunkStates[min(((b * params.dim + d0 + i % ROWS) * params.nChunks + cBegin) * N + i / ROWS, arrayLength(&chunkStates) - 1u)], block > 0u && d0 + i % ROWS < params.dim);`
+    ? `let n = i / ROWS;
+    let inside = block > 0u && d0 + i % ROWS < params.dim && n < N;
+    carry[i] = select(0.0, chunkStates[min(((b * params.dim + d0 + i % ROWS) * params.nChunks + cBegin) * N + n, arrayLength(&chunkStates) - 1u)], inside);`
     : 'carry[i] = 0.0;';
   const save = saveStates
-    ? `if (d0 + rr < params.dim) { chunkStates[((b * params.dim + d0 + rr) * params.nChunks + c) * N + n] = hIn; }`
+    ? `if (d0 + rr < params.dim && n < N) { chunkStates[((b * params.dim + d0 + rr) * params.nChunks + c) * N + n] = hIn; }`
     : '';
 
   return `${enables([dtype])}// ${key}
@@ -484,12 +521,20 @@ ${params.wgsl(bindings.length)}
 ${bindings.join('\n')}
 
 ${tilingConstants(t, N)}
+const TILE_DU: u32 = ROWS * STRIDE;          // where Δ·u starts in the tile (Δ at 0)
+const TILE_B: u32 = 2u * ROWS * STRIDE;      // B of the round's states over the chunk
+const TILE_C: u32 = TILE_B + ROUND * STRIDE; // C, likewise
+${TREE_NODE}
 
-var<workgroup> tileDelta: array<f32, ROWS * STRIDE>;  // Δ of the tile's chunk (later its y)
-var<workgroup> tileDeltaU: array<f32, ROWS * STRIDE>; // Δ·u
-var<workgroup> tileB: array<f32, GROUP * CHUNK>;      // B of the group's states over the chunk
-${withY ? 'var<workgroup> tileC: array<f32, GROUP * CHUNK>;      // C, likewise\n' : ''}var<workgroup> carry: array<f32, N * ROWS>;           // h entering the chunk, per (n, row)
-${treeDeclarations(['s'])}
+const TREE = ROUND * SEGS * ROWS;            // floats of one array of the trees: pairs (a, b)
+const TREE_A: u32 = 0u;
+const TREE_B: u32 = TREE;
+
+// Δ, Δ·u, B${withY ? ', C' : ''} of the tile's chunk${withY ? ', and at its end the parts of its y' : ''}: one array, so that the
+// workgroup memory stays small enough for two workgroups to share a multiprocessor.
+var<workgroup> tile: array<f32, ${forwardTileFloats(t, withY)}>;
+var<workgroup> carry: array<f32, NP * ROWS>; // h entering the chunk, per (n, row)
+var<workgroup> trees: array<f32, 2 * TREE>;  // the segment totals of the round's (state, row) trees
 
 @compute @workgroup_size(THREADS)
 fn main(${GRID_BUILTINS}) {
@@ -497,10 +542,10 @@ ${TILE_PROLOGUE}
 
   let cBegin = block * params.blockChunks;
   let cEnd = min(params.nChunks, cBegin + params.blockChunks);
-  for (var i = lid; i < N * ROWS; i += THREADS) {
+  for (var i = lid; i < NP * ROWS; i += THREADS) {
     ${initCarry}
   }
-${withY ? '  var acc: array<f32, STEPS>; // y of this segment, summed over the states\n' : ''}  var dt: array<f32, STEPS>;  // Δ of this invocation's segment
+${withY ? "  var acc: array<f32, STEPS>; // y of this segment, summed over this invocation's states\n" : ''}  var dt: array<f32, STEPS>;  // Δ of this invocation's segment
   var dtu: array<f32, STEPS>; // Δ·u
 ${totals ? '  var deltaSum = 0.0;         // Σ Δ over this segment in every chunk of the block\n' : ''}
   for (var c = cBegin; c < cEnd; c++) {
@@ -509,64 +554,64 @@ ${totals ? '  var deltaSum = 0.0;         // Σ Δ over this segment in every ch
     //    or len: the clamped index keeps the load in bounds, the select drops it).
 ${L.shared(
   t.rows * CHUNK_LEN,
-  t.rows * t.segs,
+  threads,
   `let rr = i / CHUNK;
       let t = t0 + i % CHUNK;
       let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
       let inside = d0 + rr < params.dim && t < params.len;
       let stepDelta = select(0.0, ${load('delta', 'at', dtype)}, inside);
-      tileDelta[rr * STRIDE + i % CHUNK] = stepDelta;
-      tileDeltaU[rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
+      tile[rr * STRIDE + i % CHUNK] = stepDelta;
+      tile[TILE_DU + rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
 )}
 ${withY ? L.steps(t.steps, (j) => `acc[${j}] = 0.0;`, '    ') : ''}
 
     // params.states = N, read from the uniforms so that no compiler unrolls this loop (which
-    // multiplied the code by N / GROUP and the compile time on lavapipe with it).
-    for (var n0 = 0u; n0 < params.states; n0 += GROUP) {
-${L.shared(t.group * CHUNK_LEN, t.rows * t.segs, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
+    // multiplied the code by the rounds and the compile time on lavapipe with it).
+    for (var n0 = 0u; n0 < params.states; n0 += ROUND) {
+${L.shared(round * CHUNK_LEN, threads, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
       workgroupBarrier();
 ${L.steps(
   t.steps,
-  (j) => `dt[${j}] = tileDelta[r * STRIDE + first + ${j}];
-        dtu[${j}] = tileDeltaU[r * STRIDE + first + ${j}];`,
+  (j) => `dt[${j}] = tile[r * STRIDE + first + ${j}];
+        dtu[${j}] = tile[TILE_DU + r * STRIDE + first + ${j}];`,
   '      ',
 )}
-      // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0).
-      // the group's states: independent chains (written out on GPUs, so that they interleave)
+      // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0), for each
+      //    of this invocation's states (independent chains, written out on GPUs so they interleave).
 ${L.states(
   t.group,
-  `let a = A[aRow + n0 + g];
+  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)]; // a state past N has B = 0: its h stays 0
         var ta = 1.0;
         var tb = 0.0;
 ${L.steps(
   t.steps,
   (j) => `let abar = exp(dt[${j}] * a);
           ta = ta * abar;
-          tb = abar * tb + dtu[${j}] * tileB[g * CHUNK + first + ${j}];`,
+          tb = abar * tb + dtu[${j}] * tile[TILE_B + ${bcAt(j)}];`,
 )}
-        sa[node(g, seg, r)] = ta;
-        sb[node(g, seg, r)] = tb;`,
+        trees[TREE_A + node(q * GROUP + g, seg, r)] = ta;
+        trees[TREE_B + node(q * GROUP + g, seg, r)] = tb;`,
   '      ',
 )}
       workgroupBarrier();
 
-      // 3. Scan the totals: up-sweep, then put the carried state at the root, then down-sweep.
-${upSweep(['s'])}
-      for (var i = lid; i < GROUP * ROWS; i += THREADS) {
+      // 3. Scan the totals of each (state, row): up-sweep, then put the carried state at the root,
+      //    then down-sweep (without y the chunk is done once carry has moved on).
+      for (var i = lid; i < ROUND * ROWS; i += THREADS) {
+        let g = i / ROWS;
         let rr = i % ROWS;
-        let n = n0 + i / ROWS;
-        let root = node(i / ROWS, SEGS - 1u, rr);
+        let n = n0 + g;
+${upSweep(['s'], tree)}
+        let root = node(g, SEGS - 1u, rr);
         let hIn = carry[n * ROWS + rr];
         ${save}
-        carry[n * ROWS + rr] = sa[root] * hIn + sb[root]; // the state leaving the chunk
-        sb[root] = hIn;
+        carry[n * ROWS + rr] = trees[TREE_A + root] * hIn + trees[TREE_B + root]; // the state leaving the chunk
+        trees[TREE_B + root] = hIn;
+${withY ? downSweep(['s'], tree) : ''}
       }
-      workgroupBarrier();${
-        withY
-          ? apply
-          : `
-      // Without y the chunk is done once carry has moved on; the next group restages tileB.`
-      }
+      workgroupBarrier();${withY ? apply : ''}
+      // The next round restages B (and C) and rewrites the trees.
+      if (n0 + ROUND < params.states) { workgroupBarrier(); }
     }${withY ? writeY : ''}${totals ? `\n${L.steps(t.steps, (j) => `deltaSum += dt[${j}];`, '    ')}` : ''}
   }${withY ? lastState : ''}${totals ? writeTotals : ''}
 }
