@@ -168,6 +168,7 @@ const TREE_SA: u32 = 0u;           // the forward tree's pairs (a, b) …
 const TREE_SB: u32 = TREE;
 const TREE_RA: u32 = 2u * TREE;    // … and the reverse tree's
 const TREE_RB: u32 = 3u * TREE;
+const LOG2E: f32 = 1.4426950408889634; // exp(x) = exp2(x·log₂e)
 const PITCH: u32 = ROWS + 1u;              // the row sums' tables are (step, row), this pitch
 const PART: u32 = CHUNK * PITCH + ROWS;    // one part's table (padded: the parts start in different banks)
 const TABLE_DC: u32 = SPLIT * PART;        // where dC's tables start in the scratch (dB's at 0)
@@ -254,11 +255,11 @@ ${L.shared(
 )}
       workgroupBarrier(); // (and everyone has taken dy out of the scratch the trees now overwrite)
       // 2. Local totals: forward (Π ā, h from 0), reverse (Π ā, q from 0) composed toward the start,
-      //    for each of this invocation's states (independent chains, written out on GPUs).
+      //    for each of this invocation's states (independent chains, written out on GPUs). Both
+      //    directions' Π ā is the same product, qa; A is taken times log₂e for exp2 (as in the forward).
 ${L.states(
   t.group,
-  `let a = abc[aRow + min(n0 + q * GROUP + g, N - 1u)]; // a state past N has B = C = 0
-        var fa = 1.0;
+  `let a = abc[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // a state past N has B = C = 0
         var fb = 0.0;
         var qa = 1.0;
         var qb = 0.0;
@@ -266,14 +267,13 @@ ${L.states(
 ${L.steps(
   t.steps,
   (j) => `let at = ${bcAt(j)};
-          let abarT = exp(dt[${j}] * a);
+          let abarT = exp2(dt[${j}] * a);
           abar[g * STEPS + ${j}] = abarT;
           fb = abarT * fb + dt[${j}] * uu[${j}] * tileB[at];
-          fa = fa * abarT;
           qa = qa * abarT;
           qb = qb + qa * tileC[at] * gy[${j}];`,
 )}
-        ${at('s', 'a', 'node(q * GROUP + g, seg, r)')} = fa;
+        ${at('s', 'a', 'node(q * GROUP + g, seg, r)')} = qa;
         ${at('s', 'b', 'node(q * GROUP + g, seg, r)')} = fb;
         ${at('r', 'a', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qa;
         ${at('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qb;`,

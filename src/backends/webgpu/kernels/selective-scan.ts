@@ -454,12 +454,12 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
       // 4. Apply: re-run the segment from the state entering it, collecting C·h.
 ${L.states(
   t.group,
-  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)];
+  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // as in step 2
         var h = trees[TREE_B + node(q * GROUP + g, seg, r)];
 ${L.steps(
   t.steps,
   (j) => `let at = ${bcAt(j)};
-          h = exp(dt[${j}] * a) * h + dtu[${j}] * tile[TILE_B + at];
+          h = exp2(dt[${j}] * a) * h + dtu[${j}] * tile[TILE_B + at];
           acc[${j}] += tile[TILE_C + at] * h;`,
 )}`,
   '      ',
@@ -524,6 +524,7 @@ ${tilingConstants(t, N)}
 const TILE_DU: u32 = ROWS * STRIDE;          // where Δ·u starts in the tile (Δ at 0)
 const TILE_B: u32 = 2u * ROWS * STRIDE;      // B of the round's states over the chunk
 const TILE_C: u32 = TILE_B + ROUND * STRIDE; // C, likewise
+const LOG2E: f32 = 1.4426950408889634; // exp(x) = exp2(x·log₂e)
 ${TREE_NODE}
 
 const TREE = ROUND * SEGS * ROWS;            // floats of one array of the trees: pairs (a, b)
@@ -570,26 +571,28 @@ ${withY ? L.steps(t.steps, (j) => `acc[${j}] = 0.0;`, '    ') : ''}
     for (var n0 = 0u; n0 < params.states; n0 += ROUND) {
 ${L.shared(round * CHUNK_LEN, threads, withY ? `${stageBC('B')}\n      ${stageBC('C')}` : stageBC('B'), '      ')}
       workgroupBarrier();
+      var segDelta = 0.0; // Σ Δ over this invocation's segment
 ${L.steps(
   t.steps,
   (j) => `dt[${j}] = tile[r * STRIDE + first + ${j}];
-        dtu[${j}] = tile[TILE_DU + r * STRIDE + first + ${j}];`,
+        dtu[${j}] = tile[TILE_DU + r * STRIDE + first + ${j}];
+        segDelta += dt[${j}];`,
   '      ',
 )}
       // 2. Local totals: this segment's steps composed, (Π ā, the state reached from 0), for each
       //    of this invocation's states (independent chains, written out on GPUs so they interleave).
+      //    A is taken times log₂e, so that ā = exp2(Δ·A·log₂e) costs the GPU's exp2 and no more
+      //    multiply, and Π ā over the segment is one exp2 of ΣΔ instead of a product per step.
 ${L.states(
   t.group,
-  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)]; // a state past N has B = 0: its h stays 0
-        var ta = 1.0;
+  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // a state past N has B = 0: its h stays 0
         var tb = 0.0;
 ${L.steps(
   t.steps,
-  (j) => `let abar = exp(dt[${j}] * a);
-          ta = ta * abar;
+  (j) => `let abar = exp2(dt[${j}] * a);
           tb = abar * tb + dtu[${j}] * tile[TILE_B + ${bcAt(j)}];`,
 )}
-        trees[TREE_A + node(q * GROUP + g, seg, r)] = ta;
+        trees[TREE_A + node(q * GROUP + g, seg, r)] = exp2(a * segDelta);
         trees[TREE_B + node(q * GROUP + g, seg, r)] = tb;`,
   '      ',
 )}
