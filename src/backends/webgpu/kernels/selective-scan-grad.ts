@@ -39,11 +39,12 @@
  *     The tables hold one state of each part, so this step costs 2 barriers per state of a group.
  *  5. Write du and dΔ: each part's sums through workgroup memory, the parts added, coalesced.
  *
- * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array, so that the
- * workgroup memory stays within what two workgroups may share on an H200 (see the forward's "Why
- * this shape"). On an H200 this tiling measured best of those tried, 3.5 ms at (8, 1536, 4096, 16):
- * 32 rows × 8 segments and all states per invocation took 4.7 ms; subgroup sums over the rows in
- * place of the tables, 8.5 ms (each is a chain of five dependent shuffles).
+ * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array: the tables of
+ * 32 rows and two parts alone take 34 KB, and WebGPU grants 48 KB. On an H200 this tiling measured
+ * best of those tried, 3.5 ms at (8, 1536, 4096, 16), though it leaves one workgroup per
+ * multiprocessor (see the forward's "Why this shape"): one part (24 KB, two workgroups) took 3.9 ms,
+ * 32 rows × 8 segments with all states per invocation 4.7 ms, and subgroup sums over the rows in
+ * place of the tables 8.5 ms (each is a chain of five dependent shuffles).
  *
  * ## Sums across workgroups
  *
@@ -176,8 +177,8 @@ const TABLE_DA: u32 = 2u * SPLIT * PART;   // dA's (part, segment, row) sums
 ${TREE_NODE}
 
 // One chunk's Δ and u, then its dy; then a round's trees; then the tables of one state's row sums;
-// at the end of the chunk du, dΔ of each part. One array, so that the workgroup memory stays small
-// enough for two workgroups to share a multiprocessor (on an H200, each has 64 KB at most).
+// at the end of the chunk du, dΔ of each part: one array, as side by side they would not fit the
+// 48 KB of workgroup memory WebGPU grants.
 var<workgroup> scratch: array<f32, ${scratchFloats(t)}>;
 var<workgroup> tileB: array<f32, ROUND * STRIDE>; // B of the round's states over the chunk
 var<workgroup> tileC: array<f32, ROUND * STRIDE>; // C, likewise

@@ -53,9 +53,10 @@
  *  5. **Write y**: the split parts of each (row, step) meet in workgroup memory, are added, and go
  *     out coalesced along len.
  *
- * One chunk costs 5 barriers per round (B, C staged; local totals; the trees; before and after y's
- * parts), 6 for Mamba's N = 16 in one round. Work is O(len) per (row, n): `steps` sequential
- * combines per segment twice, plus 2·(segs − 1) tree combines.
+ * One chunk costs 3 barriers per round (B, C staged; local totals; the trees), 1 between rounds and
+ * 3 for y (before and after its parts are written, after they are summed): 6 for Mamba's N = 16 in
+ * one round. Work is O(len) per (row, n): `steps` sequential combines per segment twice, plus
+ * 2·(segs − 1) tree combines.
  *
  * **Why this shape (measured on an H200).** Through Vulkan each multiprocessor gives its workgroups
  * 64 KB of workgroup memory between them, so a kernel using 42 KB ran one workgroup per
