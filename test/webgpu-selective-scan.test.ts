@@ -4,10 +4,11 @@
  * seeded random inputs shaped like Mamba's (A = −exp(randn) < 0, Δ = softplus(randn) > 0).
  *
  * The sizes cover one step, a chunk's worth and less, several chunks with a partial last one (1000,
- * 4097), N = 1, 7, 16 and 64 (several state groups), tiles cut short by dim, several tiles per batch,
- * and more rows than 65535. Rows whose tiles are too few to fill a GPU are cut into blocks of chunks
- * (most sizes here); the sizes with 256 tiles or more run each row as one block. (More than 65535 *workgroups* would take 16·65535 rows here, a minute on
- * lavapipe; the executor's folding of large grids is tested in webgpu-backend.test.ts.)
+ * 4097), N = 1, 7, 16 and 64 (several rounds of states, and rounds cut short by N), tiles cut short
+ * by dim, several tiles per batch, and more rows than 65535. Rows whose tiles are too few to fill a
+ * GPU are cut into blocks of chunks, forward and backward (most sizes here); the sizes with 256 tiles
+ * or more run each row as one block. (More than 65535 *workgroups* would take 16·65535 rows here, a
+ * minute on lavapipe; the executor's folding of large grids is tested in webgpu-backend.test.ts.)
  *
  * Errors are measured per output as max |gpu − cpu| / max |cpu|: the GPU works in f32 and sums in a
  * different order (a tree over segments, then over tiles), so a single near-zero element may differ
@@ -165,13 +166,15 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
     free();
   });
 
-  it('runs rows as blocks of several chunks, the last one shorter', async () => {
-    // 39 tiles: 7 blocks wanted, so 3 chunks per block and 6 blocks, the last of one chunk.
-    await compare({ batch: 3, dim: 400, len: 1000, N: 4 }, 37);
+  it('runs rows as blocks of several chunks, the last one shorter, forward and backward', async () => {
+    // 22 chunks. The forward's 75 tiles of 16 rows want 4 blocks: 6 chunks each, the last 4. The
+    // backward's 39 tiles of 32 rows (on a GPU) want 7: 4 chunks each, 6 blocks, the last 2; with
+    // 16 rows (lavapipe's smaller workgroup memory), as the forward.
+    await compare({ batch: 3, dim: 400, len: 1400, N: 4 }, 37);
   });
 
   it('runs each row as one block when the tiles fill the GPU', async () => {
-    await compare({ batch: 2, dim: 4100, len: 130, N: 4 }, 41); // 258 tiles, 3 chunks each
+    await compare({ batch: 2, dim: 4100, len: 130, N: 4 }, 41); // 514 tiles of 16 rows (258 of 32), 3 chunks each
   });
 
   it('handles more rows than 65535', async () => {

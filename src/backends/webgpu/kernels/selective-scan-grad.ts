@@ -46,6 +46,17 @@
  * 32 rows × 8 segments with all states per invocation 4.7 ms, and subgroup sums over the rows in
  * place of the tables 8.5 ms (each is a chain of five dependent shuffles).
  *
+ * ## Few rows, long sequences
+ *
+ * As in the forward, when the tiles are too few to fill the GPU each row is cut into blocks of
+ * chunks, one workgroup per (tile, block), walking its block from last chunk to first. The states
+ * entering its chunks come from the forward's chunkStates as always; what it lacks is the q entering
+ * its last step from the blocks after it. So, first, `reverseTotalsKernel` gives each block's
+ * reverse map over its steps, q ↦ Π ā·q + q₀ (one invocation per (row, block, state) walking the
+ * block backwards from q = 0); then each workgroup composes the maps of the blocks after its own,
+ * from the end of the row, into the `dcarry` it starts from. dA's partial sums are per (batch,
+ * block), and `sumKernel` adds them over both.
+ *
  * ## Sums across workgroups
  *
  * dB and dC sum over d, dA over b and t, and WGSL has no float atomics. A compare-and-swap loop on
@@ -68,7 +79,9 @@ import { ParamStruct } from '../params.js';
 import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import { runFill } from './fill.js';
 import {
+  blocksFor,
   CHUNK_LEN,
+  chunkCount,
   chunkStatesSize,
   downSweep,
   fitTiling,
@@ -123,12 +136,13 @@ export function backwardTiling(N: number, device: KernelDevice): ScanTiling {
   return fitTiling({ rows: BACKWARD_ROWS, split: BACKWARD_SPLIT, segs: BACKWARD_SEGS }, N, (t) => backwardSharedBytes(t, N), device);
 }
 
-type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize';
+type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize' | 'totalsAt';
 const params = new ParamStruct<Field>([
   ...SCAN_FIELDS,
   ['offsetB', 'u32'], // where B and C start in the packed A|B|C buffer
   ['offsetC', 'u32'],
   ['partSize', 'u32'], // floats of dB's partials (C's follow, then A's)
+  ['totalsAt', 'u32'], // where the blocks' reverse totals start in partials (see "Few rows, long sequences")
 ]);
 
 const kernels = new Map<string, Kernel>();
@@ -189,8 +203,21 @@ var<workgroup> dAsum: array<f32, NP * ROWS>;  // dA of the row so far
 fn main(${GRID_BUILTINS}) {
 ${TILE_PROLOGUE}
 
+  let cBegin = block * params.blockChunks;
+  let cEnd = min(params.nChunks, cBegin + params.blockChunks);
   for (var i = lid; i < NP * ROWS; i += THREADS) {
-    dcarry[i] = 0.0; // nothing comes after the last step
+    // The q entering the block from the right: the blocks after it composed from the end of the
+    // row (nothing comes after the last step).
+    let n = i / ROWS;
+    let row = b * params.dim + min(d0 + i % ROWS, params.dim - 1u);
+    var q = 0.0;
+    if (n < N) {
+      for (var k = params.blocks - 1u; k > block; k--) {
+        let at = params.totalsAt + 2u * ((row * params.blocks + k) * N + n);
+        q = partials[at] * q + partials[at + 1u];
+      }
+    }
+    dcarry[i] = q;
     dAsum[i] = 0.0;
   }
 
@@ -204,8 +231,8 @@ ${TILE_PROLOGUE}
   var hIn: array<f32, GROUP>;     // the state entering this segment, per state of the group
   var qIn: array<f32, GROUP>;     // the q entering it from the segment after
 
-  for (var k = 0u; k < params.nChunks; k++) {
-    let c = params.nChunks - 1u - k;
+  for (var k = cBegin; k < cEnd; k++) {
+    let c = cBegin + cEnd - 1u - k; // from the block's last chunk to its first
     let t0 = c * CHUNK;
     // 1. Stage Δ and u along len, take this invocation's segment into registers; then dy likewise.
 ${L.shared(
@@ -388,10 +415,71 @@ ${L.shared(
 
   for (var i = lid; i < N * ROWS; i += THREADS) {
     let rr = i % ROWS;
-    if (d0 + rr < params.dim) { partials[2u * params.partSize + (b * params.dim + d0 + rr) * N + i / ROWS] = dAsum[i]; }
+    if (d0 + rr < params.dim) { partials[2u * params.partSize + ((b * params.blocks + block) * params.dim + d0 + rr) * N + i / ROWS] = dAsum[i]; }
   }
 }
 `;
+}
+
+const TOTALS_WORKGROUP = 64;
+type TotalsField = 'rows' | 'dim' | 'len' | 'states' | 'blocks' | 'blockChunks' | 'offsetC' | 'totalsAt';
+const totalsParams = new ParamStruct<TotalsField>([
+  ['rows', 'u32'], // batch·dim
+  ['dim', 'u32'],
+  ['len', 'u32'],
+  ['states', 'u32'], // N
+  ['blocks', 'u32'],
+  ['blockChunks', 'u32'],
+  ['offsetC', 'u32'], // where C starts in the packed A|B|C buffer
+  ['totalsAt', 'u32'], // where the totals go in partials
+]);
+
+/**
+ * The first pass of the backward over a row cut into blocks ("Few rows, long sequences"): each
+ * block's reverse map q ↦ Π ā·q + q₀ over its steps, q₀ being the q its first step hands back when
+ * nothing comes after its last. One invocation per (row, block, state) walks the block backwards,
+ * q ← ā_t·(C_t·dy_t + q), and writes (Π ā, q₀) = (exp(A·ΣΔ), q) at totalsAt + 2·((row·blocks +
+ * block)·N + n); the backward kernel composes those of the blocks after its own into the q that
+ * enters it. CPU twin: the reverse loop of selectiveScanBackward (cpu/selective-scan.ts).
+ */
+function reverseTotalsKernel(dtype: DType): Kernel<TotalsField> {
+  const key = `selectiveScanGrad reverse block totals ${dtype}`;
+  let kernel = kernels.get(key) as Kernel<TotalsField> | undefined;
+  if (!kernel) {
+    const source = () => `${enables([dtype])}// ${key}: the blocks' reverse maps, for the backward (kernels/selective-scan-grad.ts).
+${totalsParams.wgsl(4)}
+${storageBinding(0, 'delta', 'read', dtype)}
+${storageBinding(1, 'dy', 'read', dtype)}
+${storageBinding(2, 'abc', 'read', dtype)}
+${storageBinding(3, 'partials', 'read_write', 'float32')}
+
+@compute @workgroup_size(${TOTALS_WORKGROUP})
+fn main(${GRID_BUILTINS}) {
+  let e = (${LINEAR_WORKGROUP}) * ${TOTALS_WORKGROUP}u + lid; // = (row·blocks + block)·N + n
+  if (e >= params.rows * params.blocks * params.states) { return; }
+  let n = e % params.states;
+  let block = (e / params.states) % params.blocks;
+  let row = e / (params.states * params.blocks); // = b·dim + d
+  let a = ${load('abc', '(row % params.dim) * params.states + n', dtype)} * 1.4426950408889634; // A·log₂e, for exp2
+  let c = params.offsetC + ((row / params.dim) * params.states + n) * params.len; // C[b, n, ·]
+  let tBegin = block * params.blockChunks * ${CHUNK_LEN}u;
+  let tEnd = min(params.len, tBegin + params.blockChunks * ${CHUNK_LEN}u);
+  var q = 0.0;
+  var deltaSum = 0.0;
+  for (var t = tEnd; t > tBegin; t--) {
+    let at = row * params.len + t - 1u;
+    let stepDelta = ${load('delta', 'at', dtype)};
+    q = exp2(stepDelta * a) * (${load('abc', 'c + t - 1u', dtype)} * ${load('dy', 'at', dtype)} + q);
+    deltaSum += stepDelta;
+  }
+  partials[params.totalsAt + 2u * e] = exp2(a * deltaSum);
+  partials[params.totalsAt + 2u * e + 1u] = q;
+}
+`;
+    kernel = { key, bindings: ['read', 'read', 'read', 'write'], params: totalsParams, source };
+    kernels.set(key, kernel);
+  }
+  return kernel;
 }
 
 const SUM_WORKGROUP = 64;
@@ -472,7 +560,8 @@ export function runSelectiveScanGrad(
     return;
   }
   const tiling = backwardTiling(N, device);
-  const p = scanParams(sizes, tiling.rows);
+  const tiles = batch * Math.ceil(dim / tiling.rows);
+  const p = scanParams(sizes, tiling.rows, blocksFor(tiles, chunkCount(len)));
   const temps: PooledBuffer[] = [];
   const temp = (bytes: number): PooledBuffer => {
     const b = pool.acquire(op, bytes);
@@ -498,16 +587,38 @@ export function runSelectiveScanGrad(
   copy(x.B, sizeA, sizeBC);
   copy(x.C, sizeA + sizeBC, sizeBC);
 
+  // partials: dB (tiles, N, len) | dC, likewise | dA (batch, blocks, dim, N) | the blocks' totals.
   const partSize = p.tiles * N * len;
-  const partials = temp(4 * (2 * partSize + batch * dim * N));
-  const values = { ...p, offsetB: sizeA, offsetC: sizeA + sizeBC, partSize };
-  exec.dispatch(op, backwardKernel(dtype, N, tiling), [x.u, x.delta, dy, abc, states, out.du, out.ddelta, partials], values, p.tiles);
+  const totalsAt = 2 * partSize + batch * p.blocks * dim * N;
+  const partials = temp(4 * (totalsAt + (p.blocks > 1 ? 2 * batch * dim * p.blocks * N : 0)));
+  const values = { ...p, offsetB: sizeA, offsetC: sizeA + sizeBC, partSize, totalsAt };
+  if (p.blocks > 1) {
+    const reverse = {
+      rows: batch * dim,
+      dim,
+      len,
+      states: N,
+      blocks: p.blocks,
+      blockChunks: p.blockChunks,
+      offsetC: sizeA + sizeBC,
+      totalsAt,
+    };
+    const invocations = batch * dim * p.blocks * N;
+    exec.dispatch(op, reverseTotalsKernel(dtype), [x.delta, dy, abc, partials], reverse, Math.ceil(invocations / TOTALS_WORKGROUP));
+  }
+  exec.dispatch(
+    op,
+    backwardKernel(dtype, N, tiling),
+    [x.u, x.delta, dy, abc, states, out.du, out.ddelta, partials],
+    values,
+    p.tiles * p.blocks,
+  );
 
   const sum = (y: PooledBuffer, outer: number, count: number, inner: number, offset: number) =>
     exec.dispatch(op, sumKernel(dtype), [partials, y], { outer, count, inner, offset }, Math.ceil((outer * inner) / SUM_WORKGROUP));
   sum(out.dB, batch, p.tilesPerBatch, N * len, 0);
   sum(out.dC, batch, p.tilesPerBatch, N * len, partSize);
-  sum(out.dA, 1, batch, dim * N, 2 * partSize);
+  sum(out.dA, 1, batch * p.blocks, dim * N, 2 * partSize);
 
   for (const b of temps) pool.release(b);
 }

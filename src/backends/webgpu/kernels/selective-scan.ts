@@ -649,7 +649,7 @@ export function scanBuffers(x: ScanInputs, { batch, dim, len, N }: ScanSizes, op
 const BUSY_WORKGROUPS = 256;
 
 /** Blocks per row: 1 while the tiles alone fill the GPU, else enough to reach BUSY_WORKGROUPS. */
-const blocksFor = (tiles: number, nChunks: number): number =>
+export const blocksFor = (tiles: number, nChunks: number): number =>
   Math.max(1, Math.min(nChunks, Math.ceil(BUSY_WORKGROUPS / Math.max(1, tiles))));
 
 /**
