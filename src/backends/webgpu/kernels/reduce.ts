@@ -212,7 +212,12 @@ function columnsMain(pass: Pass): string {
     if (beats(v, i, acc, accIndex)) { acc = v; accIndex = i; }
   }`
       : `  var acc = ${value('start')};
-  for (var j = start + 1u; j < end; j++) { acc = combine(acc, ${value('j')}); }`;
+  // Four loads in flight at a time: one at a time, each waits out the memory's latency.
+  var j = start + 1u;
+  for (; j + 4u <= end; j += 4u) {
+    acc = combine(acc, combine(combine(${value('j')}, ${value('(j + 1u)')}), combine(${value('(j + 2u)')}, ${value('(j + 3u)')})));
+  }
+  for (; j < end; j++) { acc = combine(acc, ${value('j')}); }`;
 
   return `// Thread g walks chunk (g / columns) of column c = g mod columns to one result, y[g]. Column
 // c = o·inner + i is the line x[o, ·, i], and x[o, j, i] lies at (o·len + j)·inner + i.
