@@ -85,6 +85,7 @@ import {
   chunkStatesSize,
   downSweep,
   fitTiling,
+  LOG2E,
   Loops,
   paddedStates,
   runSelectiveScan,
@@ -95,6 +96,7 @@ import {
   STRIDE,
   scanParams,
   stateInput,
+  TILE_ITEM,
   TILE_PROLOGUE,
   TREE_NODE,
   type TreeAt,
@@ -164,7 +166,7 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling): st
   // Where state g of this invocation's group reads B and C at step j of its segment.
   const bcAt = (j: string) => `(q * GROUP + g) * STRIDE + first + ${j}`;
   // The four trees live in `scratch` (see the layout below).
-  const at: TreeAt = (x, part, i) => `scratch[TREE_${x.toUpperCase()}${part.toUpperCase()} + ${i}]`;
+  const tree: TreeAt = (x, part, i) => `scratch[TREE_${x.toUpperCase()}${part.toUpperCase()} + ${i}]`;
   return `${enables([dtype])}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
 ${params.wgsl(8)}
@@ -183,7 +185,7 @@ const TREE_SA: u32 = 0u;           // the forward tree's pairs (a, b) …
 const TREE_SB: u32 = TREE;
 const TREE_RA: u32 = 2u * TREE;    // … and the reverse tree's
 const TREE_RB: u32 = 3u * TREE;
-const LOG2E: f32 = 1.4426950408889634; // exp(x) = exp2(x·log₂e)
+${LOG2E}
 const PITCH: u32 = ROWS + 1u;              // the row sums' tables are (step, row), this pitch
 const PART: u32 = CHUNK * PITCH + ROWS;    // one part's table (padded: the parts start in different banks)
 const TABLE_DC: u32 = SPLIT * PART;        // where dC's tables start in the scratch (dB's at 0)
@@ -238,10 +240,7 @@ ${TILE_PROLOGUE}
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
-      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
-      let inside = d0 + rr < params.dim && t < params.len; // else 0: the clamped index stays in bounds
+  `${TILE_ITEM}
       scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('delta', 'at', dtype)}, inside);
       scratch[ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('u', 'at', dtype)}, inside);`,
 )}
@@ -256,10 +255,8 @@ ${L.steps(
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
-      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
-      scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, d0 + rr < params.dim && t < params.len);`,
+  `${TILE_ITEM}
+      scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
 )}
     workgroupBarrier();
 ${L.steps(
@@ -301,10 +298,10 @@ ${L.steps(
           qa = qa * abarT;
           qb = qb + qa * tileC[at] * gy[${j}];`,
 )}
-        ${at('s', 'a', 'node(q * GROUP + g, seg, r)')} = qa;
-        ${at('s', 'b', 'node(q * GROUP + g, seg, r)')} = fb;
-        ${at('r', 'a', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qa;
-        ${at('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qb;`,
+        ${tree('s', 'a', 'node(q * GROUP + g, seg, r)')} = qa;
+        ${tree('s', 'b', 'node(q * GROUP + g, seg, r)')} = fb;
+        ${tree('r', 'a', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qa;
+        ${tree('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')} = qb;`,
   '      ',
 )}
       workgroupBarrier();
@@ -314,23 +311,23 @@ ${L.steps(
         let g = i / ROWS;
         let rr = i % ROWS;
         let n = n0 + g;
-${upSweep(['s', 'r'], at)}
+${upSweep(['s', 'r'], tree)}
         let root = node(g, SEGS - 1u, rr);
         let dd = min(d0 + rr, params.dim - 1u); // rows past dim stay 0: their Δ and dy are 0
         let at = ((b * params.dim + dd) * params.nChunks + c) * N + min(n, N - 1u);
-        ${at('s', 'b', 'root')} = select(0.0, chunkStates[at], d0 + rr < params.dim && n < N);
+        ${tree('s', 'b', 'root')} = select(0.0, chunkStates[at], d0 + rr < params.dim && n < N);
         let qIn = dcarry[n * ROWS + rr];
-        dcarry[n * ROWS + rr] = ${at('r', 'a', 'root')} * qIn + ${at('r', 'b', 'root')}; // q leaving the chunk's first step
-        ${at('r', 'b', 'root')} = qIn;
-${downSweep(['s', 'r'], at)}
+        dcarry[n * ROWS + rr] = ${tree('r', 'a', 'root')} * qIn + ${tree('r', 'b', 'root')}; // q leaving the chunk's first step
+        ${tree('r', 'b', 'root')} = qIn;
+${downSweep(['s', 'r'], tree)}
       }
       workgroupBarrier();
 
       // 4. Take the entering h and q out of the trees, which the row sums' tables overwrite.
 ${L.states(
   t.group,
-  `hIn[g] = ${at('s', 'b', 'node(q * GROUP + g, seg, r)')};
-        qIn[g] = ${at('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')};`,
+  `hIn[g] = ${tree('s', 'b', 'node(q * GROUP + g, seg, r)')};
+        qIn[g] = ${tree('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')};`,
   '      ',
 )}
       workgroupBarrier();
@@ -396,16 +393,14 @@ ${L.steps(
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
-      if (d0 + rr < params.dim && t < params.len) {
+  `${TILE_ITEM}
+      if (inside) {
         var sumU = 0.0;
         var sumDelta = 0.0;
         for (var p = 0u; p < SPLIT; p++) {
           sumU += scratch[(p * ROWS + rr) * STRIDE + i % CHUNK];
           sumDelta += scratch[((SPLIT + p) * ROWS + rr) * STRIDE + i % CHUNK];
         }
-        let at = (b * params.dim + d0 + rr) * params.len + t;
         ${store('du', 'at', 'sumU', dtype)}
         ${store('ddelta', 'at', 'sumDelta', dtype)}
       }`,
@@ -452,6 +447,7 @@ ${storageBinding(0, 'delta', 'read', dtype)}
 ${storageBinding(1, 'dy', 'read', dtype)}
 ${storageBinding(2, 'abc', 'read', dtype)}
 ${storageBinding(3, 'partials', 'read_write', 'float32')}
+${LOG2E}
 
 @compute @workgroup_size(${TOTALS_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
@@ -460,7 +456,7 @@ fn main(${GRID_BUILTINS}) {
   let n = e % params.states;
   let block = (e / params.states) % params.blocks;
   let row = e / (params.states * params.blocks); // = b·dim + d
-  let a = ${load('abc', '(row % params.dim) * params.states + n', dtype)} * 1.4426950408889634; // A·log₂e, for exp2
+  let a = ${load('abc', '(row % params.dim) * params.states + n', dtype)} * LOG2E; // for exp2
   let c = params.offsetC + ((row / params.dim) * params.states + n) * params.len; // C[b, n, ·]
   let tBegin = block * params.blockChunks * ${CHUNK_LEN}u;
   let tEnd = min(params.len, tBegin + params.blockChunks * ${CHUNK_LEN}u);

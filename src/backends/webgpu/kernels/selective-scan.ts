@@ -199,6 +199,9 @@ const STRIDE: u32 = CHUNK + 1u; // pitch of a tile row, padded so a tile's rows 
  * invocations touch consecutive words. `TreeAt(x, part, i)` spells element i of array `part` of
  * tree x: each kernel keeps its trees in a stretch of a workgroup array that it reuses in turn.
  */
+/** WGSL's exp(x) is exp2(x·log₂e): the kernels take A times log₂e once and call exp2. */
+export const LOG2E = 'const LOG2E: f32 = 1.4426950408889634;';
+
 export type TreeAt = (x: string, part: 'a' | 'b', i: string) => string;
 export const TREE_NODE = 'fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }';
 
@@ -348,6 +351,17 @@ export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIn
   let aRow = min(d, params.dim - 1u) * N;`;
 
 /**
+ * Item i of the tile's chunk (from step t0) of a (batch, dim, len) array — Δ, u, dy, or y, du, dΔ:
+ * its row rr and step t, the index `at` of [b, d0 + rr, t] clamped into the array, and whether that
+ * is `inside` dim and len. Staging loads at the clamped index and drops what is outside (0: the
+ * identity step); results are written only inside. Shared by both kernels.
+ */
+export const TILE_ITEM = `let rr = i / CHUNK;
+      let t = t0 + i % CHUNK;
+      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
+      let inside = d0 + rr < params.dim && t < params.len;`;
+
+/**
  * B or C at (batch b, state n, step t), 0 past len or N (the index is clamped, never out of bounds);
  * `start` is where the array begins in its buffer.
  */
@@ -474,13 +488,10 @@ ${L.steps(t.steps, (j) => `tile[(q * ROWS + r) * STRIDE + first + ${j}] = acc[${
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
+  `${TILE_ITEM}
       var sum = 0.0;
       for (var k = 0u; k < SPLIT; k++) { sum += tile[(k * ROWS + rr) * STRIDE + i % CHUNK]; }
-      if (d0 + rr < params.dim && t < params.len) {
-        ${store('y', '(b * params.dim + d0 + rr) * params.len + t', 'sum', dtype)}
-      }`,
+      if (inside) { ${store('y', 'at', 'sum', dtype)} }`,
 )}
     workgroupBarrier(); // the tile is restaged by the next chunk`;
   const lastState = `
@@ -525,7 +536,7 @@ ${tilingConstants(t, N)}
 const TILE_DU: u32 = ROWS * STRIDE;          // where Δ·u starts in the tile (Δ at 0)
 const TILE_B: u32 = 2u * ROWS * STRIDE;      // B of the round's states over the chunk
 const TILE_C: u32 = TILE_B + ROUND * STRIDE; // C, likewise
-const LOG2E: f32 = 1.4426950408889634; // exp(x) = exp2(x·log₂e)
+${LOG2E}
 ${TREE_NODE}
 
 const TREE = ROUND * SEGS * ROWS;            // floats of one array of the trees: pairs (a, b)
@@ -557,10 +568,7 @@ ${totals ? '  var deltaSum = 0.0;         // Σ Δ over this segment in every ch
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
-      let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
-      let inside = d0 + rr < params.dim && t < params.len;
+  `${TILE_ITEM}
       let stepDelta = select(0.0, ${load('delta', 'at', dtype)}, inside);
       tile[rr * STRIDE + i % CHUNK] = stepDelta;
       tile[TILE_DU + rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
