@@ -13,7 +13,14 @@
  * implementations such as mamba-minimal leave it, instead of mamba_simple's small initial Δ: with
  * Δ ≈ 0.7 at the start the state carries the previous tokens from the first step, and the seed recipe
  * (3 epochs at a constant lr 3·10⁻⁴) ends at a valid loss of 5.38 instead of 5.53 (H200, see
- * bench/RESULTS.md). Almost all of its 12.9 M parameters are in the two tables; the SSM has 8 448.
+ * bench/RESULTS.md).
+ *
+ * Δ is projected at full rank (dt_rank = d_model), not at mamba_simple's ⌈d_model/16⌉: a minimal
+ * selective SSM makes Δ from the token by a d_model × d_model map, as it does B and C. Here it is the
+ * product dt_proj·x_proj[Δ rows], two 128 × 128 matrices, so the model stays the SelectiveSSM that a
+ * Mamba block uses. With rank 8 the recipe ended at valid 5.39, with 16 at 5.34, with 128 at 5.22,
+ * which is PyTorch's figure for the seed SSM (bench/RESULTS.md). Almost all of its 12.96 M
+ * parameters are in the two tables; the SSM has 39 168.
  */
 import { noGrad } from '../autograd/grad-mode.js';
 import { zeros } from '../tensor/ops/creation.js';
@@ -30,7 +37,7 @@ export interface SeedMambaConfig extends ArchConfig {
   readonly dModel: number;
   /** N, the SSM state size per channel. */
   readonly dState: number;
-  /** Rank of Δ's projection (⌈d_model/16⌉ by the reference's rule). */
+  /** Rank of Δ's projection (mamba_simple's rule is ⌈d_model/16⌉; the seed preset uses d_model). */
   readonly dtRank: number;
 }
 
@@ -82,5 +89,5 @@ export class SeedMamba extends LanguageModel<SeedMambaState> {
   }
 }
 
-/** The seed experiment: d_model 128, d_state 16, dt_rank ⌈128/16⌉ = 8, GPT-2's vocabulary. */
-export const seedMambaConfig: SeedMambaConfig = { arch: 'seed-mamba', vocabSize: 50257, dModel: 128, dState: 16, dtRank: 8 };
+/** The seed experiment: d_model 128, d_state 16, Δ at full rank (dt_rank 128), GPT-2's vocabulary. */
+export const seedMambaConfig: SeedMambaConfig = { arch: 'seed-mamba', vocabSize: 50257, dModel: 128, dState: 16, dtRank: 128 };
