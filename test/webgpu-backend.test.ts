@@ -572,6 +572,20 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       for (const log of [false, true]) {
         await check(`softmax NaN rows ${log}`, 'float32', (b, s) => b.softmax(s(bad), 'float32', 2, 3, log), EXACT);
       }
+      // The same cases in rows long enough that each thread reads four elements at a time (and a
+      // rest): a NaN, all −∞, −∞ beside a few finite values, and +∞.
+      const cols = 2100;
+      const wide = randomValues(4 * cols, 19, -5, 5);
+      wide[1234] = Number.NaN;
+      wide.fill(-Infinity, cols, 3 * cols);
+      for (const j of [5, 700, 2099]) wide[2 * cols + j] = j / 1000;
+      wide[3 * cols + 1500] = Infinity;
+      for (const log of [false, true]) {
+        await check(`softmax wide edge rows ${log}`, 'float32', (b, s) => b.softmax(s(upload(wide)), 'float32', 4, cols, log), {
+          rtol: 1e-5,
+          atol: 1e-7,
+        });
+      }
     });
   });
 

@@ -91,10 +91,21 @@ fn main(${GRID_BUILTINS}) {
 ${PROLOGUE}
   let lse = lseIn[row];
   let g = select(params.nan, ${load('gradLoss', 'row', gradDtype)}, valid);
-  for (var j = lid; j < params.cols; j += ${ROW_WORKGROUP}u) {
-    let p = exp(${load('x', 'base + j', dtype)} - lse);
-    ${store('dx', 'base + j', 'select(p * g - select(0.0, g, i32(j) == label), 0.0, ignored)', dtype)}
+  // Four logits loaded before any is used, so that four loads are in flight at a time (one at a
+  // time, each waits out the memory's latency: 48% of the copy bandwidth on an H200).
+  var j = lid;
+  for (; j + ${3 * ROW_WORKGROUP}u < params.cols; j += ${4 * ROW_WORKGROUP}u) {
+${[0, 1, 2, 3].map((k) => `    let x${k} = ${load('x', `base + j + ${k * ROW_WORKGROUP}u`, dtype)};`).join('\n')}
+${[0, 1, 2, 3].map((k) => `    ${store('dx', `base + j + ${k * ROW_WORKGROUP}u`, `gradAt(x${k}, j + ${k * ROW_WORKGROUP}u, lse, g, label, ignored)`, dtype)}`).join('\n')}
   }
+  for (; j < params.cols; j += ${ROW_WORKGROUP}u) {
+    ${store('dx', 'base + j', `gradAt(${load('x', 'base + j', dtype)}, j, lse, g, label, ignored)`, dtype)}
+  }
+}
+
+// dx_rj = (e^(x_rj − lse_r) − [j = t_r]) · g_r, and 0 in an ignored row.
+fn gradAt(x: f32, j: u32, lse: f32, g: f32, label: i32, ignored: bool) -> f32 {
+  return select(exp(x - lse) * g - select(0.0, g, i32(j) == label), 0.0, ignored);
 }
 `;
     kernel = { key, bindings: ['read', 'read', 'read', 'read', 'write'], params, source };

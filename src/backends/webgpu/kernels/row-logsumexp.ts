@@ -43,18 +43,33 @@ export function rowLogSumExpWgsl(dtype: DType): string {
   const W = ROW_WORKGROUP;
   const x = (j: string) => load('x', `base + ${j}`, dtype);
   return `${WORKGROUP_REDUCTIONS}
+// e^(v − m) for v ≤ m, but 1 where v = m = −∞ (not NaN).
+fn expBelow(v: f32, m: f32) -> f32 { return exp(select(v - m, 0.0, v == m)); }
+
 fn rowLogSumExp(base: u32, cols: u32, lid: u32) -> f32 {
   // This thread's running max m and s = Σ e^(x − m) over its elements, from an element of the row
   // with nothing summed yet.
   var m = ${x('min(lid, cols - 1u)')};
   var s = 0.0;
-  for (var j = lid; j < cols; j += ${W}u) {
+  // Four elements at a time, loaded before any is used, so that four loads are in flight (one at a
+  // time, each waits out the memory's latency); the largest of the four is the candidate max.
+  var j = lid;
+  for (; j + ${3 * W}u < cols; j += ${4 * W}u) {
+${[0, 1, 2, 3].map((k) => `    let v${k} = ${x(`j + ${k * W}u`)};`).join('\n')}
+    let top = max(max(v0, v1), max(v2, v3));
+    if (top > m) { // a new max: rescale the sum to it
+      s *= exp(m - top);
+      m = top;
+    }
+    s += (expBelow(v0, m) + expBelow(v1, m)) + (expBelow(v2, m) + expBelow(v3, m));
+  }
+  for (; j < cols; j += ${W}u) {
     let v = ${x('j')};
-    if (v > m) { // a new max: rescale the sum to it
+    if (v > m) {
       s *= exp(m - v);
       m = v;
     }
-    s += exp(select(v - m, 0.0, v == m)); // e^(v − m), but 1 where v = m = −∞ (not NaN)
+    s += expBelow(v, m);
   }
   let rowMax = workgroupMax(m, lid);
   return rowMax + log(workgroupSum(s * exp(m - rowMax), lid));
