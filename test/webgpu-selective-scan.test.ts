@@ -18,7 +18,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BufferHandle, ScanInputs, ScanSizes } from '../src/backends/backend.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
-import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { chunkStatesSize } from '../src/backends/webgpu/kernels/selective-scan.js';
 import { normalAt, pcgHash } from '../src/tensor/random.js';
 import { openWebGpu } from './webgpu-available.js';
@@ -120,10 +120,10 @@ async function runScan(b: Backend, x: Data, sizes: ScanSizes, save: boolean): Pr
 }
 
 /** Every output of the GPU within RTOL of the CPU's, each error reported by name when it fails. */
-async function compare(sizes: ScanSizes, seed: number, save = true): Promise<void> {
+async function compare(sizes: ScanSizes, seed: number, save = true, on: Backend = G()): Promise<void> {
   const x = scanData(sizes, seed);
   const expected = await runScan(cpu, x, sizes, false);
-  const actual = await runScan(G(), x, sizes, save);
+  const actual = await runScan(on, x, sizes, save);
   const errors = Object.fromEntries(
     (Object.keys(expected) as (keyof ScanResults)[]).map((k) => [k, relativeError(actual[k], expected[k])]),
   );
@@ -148,6 +148,15 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
     { batch: 1, dim: 3, len: 200, N: 7 },
   ])('forward and all five gradients at %o', async (sizes) => {
     await compare(sizes, 17);
+  });
+
+  it('sums dB and dC over the rows without subgroup operations too (tables alone)', async () => {
+    const plain = await WebGpuBackend.create(undefined, { subgroups: false });
+    try {
+      await compare({ batch: 2, dim: 17, len: 300, N: 16 }, 29, true, plain);
+    } finally {
+      plain.destroy();
+    }
   });
 
   it('recomputes the chunk states when the forward saved none, with the same results', async () => {

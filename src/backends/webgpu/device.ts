@@ -43,7 +43,7 @@ export interface GpuLimits {
 export interface GpuFeatures {
   /** `shader-f16`: WGSL `f16`, so float16 tensors can be stored as half precision. */
   readonly f16: boolean;
-  /** `subgroups`: cross-lane operations (available to kernels; none needs them yet). */
+  /** `subgroups`: cross-lane operations (the selective scan's backward sums over rows with them). */
   readonly subgroups: boolean;
   /** `timestamp-query`: GPU-side timing, for the per-kernel profile (profiler.ts). */
   readonly timestampQuery: boolean;
@@ -115,8 +115,12 @@ export class GpuDevice {
     });
   }
 
-  /** Opens the high-performance adapter with its full limits; `flags` go to Dawn's `create`. */
-  static async open(flags: string[] = flagsFromEnv()): Promise<GpuDevice> {
+  /**
+   * Opens the high-performance adapter with its full limits; `flags` go to Dawn's `create`. With
+   * `subgroups: false` the device goes without cross-lane operations even where the adapter has them,
+   * as on adapters that lack them (the tests run the kernels' fallback this way).
+   */
+  static async open(flags: string[] = flagsFromEnv(), { subgroups = true }: { subgroups?: boolean } = {}): Promise<GpuDevice> {
     // Imported here, not at the top, so that merely registering the backend does not load Dawn.
     const { create } = await import('webgpu');
     const toggles = withToggle(flags, 'enable-dawn-features=', NVIDIA_F16_TOGGLE);
@@ -127,7 +131,7 @@ export class GpuDevice {
 
     const requiredLimits: Record<string, number> = {};
     for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
-    const wanted: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
+    const wanted: GPUFeatureName[] = ['shader-f16', ...(subgroups ? (['subgroups'] as const) : []), 'timestamp-query'];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'tensorscan' });
 
@@ -156,6 +160,16 @@ export class GpuDevice {
    */
   get bindableBytes(): number {
     return Math.min(this.limits.maxStorageBufferBindingSize, 2 ** 31);
+  }
+
+  /**
+   * The lanes of a subgroup, when kernels can count on it: the `subgroups` feature is there and the
+   * adapter runs every subgroup at one size (32 on NVIDIA, 8 on lavapipe). Otherwise 1: no cross-lane
+   * operations.
+   */
+  get subgroupSize(): number {
+    const { subgroupMinSize: min, subgroupMaxSize: max } = this.info;
+    return this.features.subgroups && min !== undefined && min === max && min > 1 ? min : 1;
   }
 
   /** True for a software renderer (Mesa's lavapipe, SwiftShader): a GPU emulated on the CPU's cores. */

@@ -100,8 +100,8 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Opens the GPU (see `GpuDevice.open`); throws a plain sentence when there is none. */
-  static async create(flags?: string[]): Promise<WebGpuBackend> {
-    return new WebGpuBackend(await GpuDevice.open(flags));
+  static async create(flags?: string[], options?: { subgroups?: boolean }): Promise<WebGpuBackend> {
+    return new WebGpuBackend(await GpuDevice.open(flags, options));
   }
 
   /** True when the adapter is a software renderer (see GpuDevice.isSoftware). */

@@ -79,8 +79,8 @@ export const GRID_BUILTINS =
   '@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32';
 
 /**
- * What kernel generators need to know of the device: its workgroup memory, and whether to write their
- * fixed-count loops out. Written out, a loop's arrays stay in registers and its iterations interleave
+ * What kernel generators need to know of the device: its workgroup memory, its subgroups' width, and
+ * whether to write their fixed-count loops out. Written out, a loop's arrays stay in registers and its iterations interleave
  * (a GPU's compiler is then free to schedule them); on a CPU-emulated adapter (lavapipe) LLVM needs
  * tens of seconds to compile written-out kernels, so there they stay loops (see `Loops` in
  * kernels/selective-scan.ts).
@@ -88,9 +88,12 @@ export const GRID_BUILTINS =
 export interface KernelDevice {
   readonly maxSharedBytes: number;
   readonly unroll: boolean;
+  /** Lanes per subgroup that kernels may exchange values across (1: none; see GpuDevice.subgroupSize). */
+  readonly subgroupSize: number;
 }
 
 export const kernelDevice = (gpu: GpuDevice): KernelDevice => ({
   maxSharedBytes: gpu.limits.maxComputeWorkgroupStorageSize,
   unroll: !gpu.isSoftware,
+  subgroupSize: gpu.subgroupSize,
 });

@@ -33,18 +33,33 @@
  *         dA   += dh_t·Δ_t·ā_t·h_{t−1}                  (summed over t here, over b later)
  *         dB_t  = Σ_d dh_t·Δ_t·u_t     dC_t = Σ_d dy_t·h_t                         (summed over d later)
  *
- *     The dB and dC terms of the tile's rows go to workgroup memory, a (step, row) table per part,
- *     and are summed over the rows there (a fixed tree: deterministic); the tile's sum is written to
- *     `partials` (tiles, N, len). dA's per-invocation sums are added over the segments into `dAsum`.
- *     The tables hold one state of each part, so this step costs 2 barriers per state of a group.
+ *     dB and dC are summed over the tile's rows (see "Sums over the rows") and the tile's sums
+ *     written to `partials` (tiles, N, len). dA's per-invocation sums are added up per segment in
+ *     `dAsum`, each (segment, state, row) by its one invocation, and over the segments at the end.
  *  5. Write du and dΔ: each part's sums through workgroup memory, the parts added, coalesced.
  *
- * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array: the tables of
- * 32 rows and two parts alone take 34 KB, and WebGPU grants 48 KB. On an H200 this tiling measured
- * best of those tried, 3.5 ms at (8, 1536, 4096, 16), though it leaves one workgroup per
- * multiprocessor (see the forward's "Why this shape"): one part (24 KB, two workgroups) took 3.9 ms,
- * 32 rows × 8 segments with all states per invocation 4.7 ms, and subgroup sums over the rows in
- * place of the tables 8.5 ms (each is a chain of five dependent shuffles).
+ * ## Sums over the rows
+ *
+ * Each invocation ends a state's walk holding 2·STEPS terms, dB's and dC's at each step of its
+ * segment, for its own row; the tile's 32 rows of one (part, segment) are 32 neighbouring
+ * invocations, a subgroup on NVIDIA. The subgroup adds them up by exchanging registers (`laneSums`):
+ * 31 exchanges per lane leave each lane one of the 32 sums, which goes straight to `partials`, with
+ * no workgroup memory and no barrier. Where subgroups are narrower than the tile (8 lanes on
+ * lavapipe), their sums meet in a (part, term, subgroup) table in the scratch and are added there
+ * after a barrier; without subgroup operations the table has a row per tile row. Either way the
+ * order of the additions is fixed, so the sums are the same on every run.
+ *
+ * On an H200 at (8, 1536, 4096, 16) the backward took 3.50 ms with the (step, row) tables alone and
+ * dA's segments summed in the same pass, 2.95 ms once dA stayed per segment (the pass had one item
+ * per invocation instead of 1.25: half the invocations waited on a second round), and 2.86 ms with
+ * the subgroup sums. Variants that dropped the row sums altogether (wrong results) gave a floor of
+ * 2.31 ms. Summing with `subgroupAdd` instead, one chain of five shuffles per term, took 8.5 ms.
+ *
+ * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array; with subgroup
+ * sums it holds 33 KB, the other arrays 14 KB, of the 48 KB WebGPU grants. This tiling measured best
+ * of those tried, though it leaves one workgroup per multiprocessor (see the forward's "Why this
+ * shape"), bound by registers as well: one part (24 KB, two workgroups) took 3.9 ms against 3.5, and
+ * 32 rows × 8 segments with all states per invocation 4.7 ms (both with the tables).
  *
  * ## Few rows, long sequences
  *
@@ -117,25 +132,61 @@ const BACKWARD_SPLIT = 2;
 const BACKWARD_SEGS = 4;
 
 /**
- * Floats of the `scratch` array: Δ and u of the tile (dy follows in the same place); the four trees
- * of a round; the row sums' tables of one state (dB and dC per part, dA's parts); or du, dΔ of each
- * part — whichever is largest.
+ * Rows whose dB and dC terms a subgroup adds up in registers (see "Sums over the rows"): the lanes
+ * of a subgroup, but at most the tile's rows and the 2·STEPS terms each invocation holds per state;
+ * 1 where kernels cannot exchange values across lanes.
  */
-function scratchFloats(t: ScanTiling): number {
+const laneRows = (t: ScanTiling, device: KernelDevice): number => Math.min(device.subgroupSize, t.rows, 2 * t.steps);
+
+/** Floats of the tables through which the subgroups' sums of one state meet (none when a subgroup holds every row). */
+const tableFloats = (t: ScanTiling, width: number): number => (t.rows === width ? 0 : t.split * 2 * CHUNK_LEN * (t.rows / width + 1));
+
+/**
+ * Floats of the `scratch` array: Δ and u of the tile (dy follows in the same place); the four trees
+ * of a round; the row sums' tables of one state; or du, dΔ of each part — whichever is largest.
+ */
+function scratchFloats(t: ScanTiling, width: number): number {
   const stage = 2 * t.rows * STRIDE;
   const trees = 4 * t.split * t.group * t.segs * t.rows;
-  const tables = 2 * t.split * (CHUNK_LEN * (t.rows + 1) + t.rows) + t.split * t.segs * t.rows;
   const parts = 2 * t.split * t.rows * STRIDE;
-  return Math.max(stage, trees, tables, parts);
+  return Math.max(stage, trees, tableFloats(t, width), parts);
 }
 
-/** Workgroup-memory bytes: the scratch, B and C of a round, dcarry and dAsum. */
-const backwardSharedBytes = (t: ScanTiling, N: number): number =>
-  4 * (scratchFloats(t) + 2 * t.split * t.group * STRIDE + 2 * paddedStates(t, N) * t.rows);
+/** Workgroup-memory bytes: the scratch, B and C of a round, dcarry and dA's sums per segment. */
+const backwardSharedBytes = (t: ScanTiling, N: number, width: number): number =>
+  4 * (scratchFloats(t, width) + 2 * t.split * t.group * STRIDE + (1 + t.segs) * paddedStates(t, N) * t.rows);
 
 /** The backward tiling for N states on this device (see the file comment). */
 export function backwardTiling(N: number, device: KernelDevice): ScanTiling {
-  return fitTiling({ rows: BACKWARD_ROWS, split: BACKWARD_SPLIT, segs: BACKWARD_SEGS }, N, (t) => backwardSharedBytes(t, N), device);
+  const bytes = (t: ScanTiling) => backwardSharedBytes(t, N, laneRows(t, device));
+  return fitTiling({ rows: BACKWARD_ROWS, split: BACKWARD_SPLIT, segs: BACKWARD_SEGS }, N, bytes, device);
+}
+
+/**
+ * The sum over W = 2^k lanes of each of a lane's `count` terms `red[0 … count)`, by halves: at the
+ * level of lane distance m, a lane keeps the half of its terms picked by its bit m, sends the other
+ * half to lane ^ m, and adds what comes back. With 4 terms over 4 lanes (each lane's terms a–d):
+ *
+ *     m = 2:  lanes 0, 1 keep a, b and send c, d to lanes 2, 3, which keep c, d: each holds 2 terms of 2 lanes
+ *     m = 1:  lanes 0, 2 keep their first, lanes 1, 3 their second:           each holds 1 term of 4 lanes
+ *
+ * W − 1 exchanges in all, where summing each term over the lanes one by one would take count·log₂ W.
+ * Afterwards lane ℓ holds, in red[i] (i < count / W), the sum of term (ℓ mod W)·(count / W) + i.
+ */
+function laneSums(count: number, width: number, L: Loops): string {
+  const levels: string[] = [];
+  for (let m = width / 2, half = count / 2; m >= 1; m /= 2, half /= 2) {
+    const exchange = (i: string, hi: string) =>
+      `red[${i}] = select(red[${i}], red[${hi}], upper) + subgroupShuffleXor(select(red[${hi}], red[${i}], upper), ${m}u);`;
+    const terms = L.unroll
+      ? Array.from({ length: half }, (_, i) => `          ${exchange(`${i}`, `${half + i}`)}`).join('\n')
+      : `          for (var i = 0u; i < ${half}u * params.one; i++) { ${exchange('i', `${half}u + i`)} }`;
+    levels.push(`        { // with the lane ${m} away
+          let upper = (lane & ${m}u) != 0u; // this lane keeps the upper half of its terms
+${terms}
+        }`);
+  }
+  return levels.join('\n');
 }
 
 type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize' | 'totalsAt';
@@ -149,25 +200,51 @@ const params = new ParamStruct<Field>([
 
 const kernels = new Map<string, Kernel>();
 
-function backwardKernel(dtype: DType, N: number, t: ScanTiling): Kernel<Field> {
-  const key = `selectiveScanGrad ${dtype} N=${N} ${tilingKey(t)}`;
+function backwardKernel(dtype: DType, N: number, t: ScanTiling, width: number): Kernel<Field> {
+  const key = `selectiveScanGrad ${dtype} N=${N} ${tilingKey(t)} lanes=${width}`;
   let kernel = kernels.get(key) as Kernel<Field> | undefined;
   if (!kernel) {
     const bindings: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
-    kernel = { key, bindings, params, source: () => backwardSource(key, dtype, N, t) };
+    kernel = { key, bindings, params, source: () => backwardSource(key, dtype, N, t, width) };
     kernels.set(key, kernel);
   }
   return kernel;
 }
 
-function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling): string {
+function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, width: number): string {
   const L = new Loops(t.unroll);
   const threads = t.rows * t.split * t.segs;
+  const tables = t.rows > width; // the subgroups' sums meet in workgroup memory
   // Where state g of this invocation's group reads B and C at step j of its segment.
   const bcAt = (j: string) => `(q * GROUP + g) * STRIDE + first + ${j}`;
   // The four trees live in `scratch` (see the layout below).
   const tree: TreeAt = (x, part, i) => `scratch[TREE_${x.toUpperCase()}${part.toUpperCase()} + ${i}]`;
-  return `${enables([dtype])}// ${key}
+  // After laneSums each invocation holds `per` sums over its subgroup's rows: red[i] is term v (see
+  // laneSums), dB's at step v of its segment for v < STEPS, else dC's at step v − STEPS.
+  const per = (2 * t.steps) / width;
+  const eachSum = (body: string): string => {
+    const term = (i: string) => `let v = ${width > 1 ? `(lane % LANE_ROWS) * ${per}u + ` : ''}${i}; // which term
+          let step = first + v % STEPS;
+          ${body.replaceAll('SUM', `red[${i}]`)}`;
+    if (!t.unroll) return `        for (var i = 0u; i < ${per}u * params.one; i++) {\n          ${term('i')}\n        }`;
+    return Array.from({ length: per }, (_, i) => `        {\n          ${term(`${i}u`)}\n        }`).join('\n');
+  };
+  // A subgroup holds every row of the tile: each sum goes straight to partials (tiles, N, len).
+  const directSums = eachSum(
+    'if (t0 + step < params.len && n < N) { partials[(v / STEPS) * params.partSize + (tileIndex * N + n) * params.len + t0 + step] = SUM; }',
+  );
+  // Otherwise the GROUPS subgroups' sums of each (part, term) meet in a table and are added there.
+  const tableSums = `${eachSum('scratch[((q * 2u + v / STEPS) * CHUNK + step) * PITCH + r / LANE_ROWS] = SUM;')}
+        workgroupBarrier();
+        for (var i = lid; i < SPLIT * 2u * CHUNK; i += THREADS) {
+          // i = (part, dB or dC, step): the sum over the tile's subgroups, in a fixed order.
+          let sum = ${pairwiseSum(t.rows / width, (k) => `scratch[i * PITCH + ${k}u]`)};
+          let t = t0 + i % CHUNK;
+          let m = n0 + (i / (2u * CHUNK)) * GROUP + g;
+          if (t < params.len && m < N) { partials[((i / CHUNK) % 2u) * params.partSize + (tileIndex * N + m) * params.len + t] = sum; }
+        }
+        workgroupBarrier(); // the tables are rewritten by the next state`;
+  return `${enables([dtype])}${width > 1 ? 'enable subgroups;\n' : ''}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
 ${params.wgsl(8)}
 ${storageBinding(0, 'u', 'read', dtype)}
@@ -186,23 +263,22 @@ const TREE_SB: u32 = TREE;
 const TREE_RA: u32 = 2u * TREE;    // … and the reverse tree's
 const TREE_RB: u32 = 3u * TREE;
 ${LOG2E}
-const PITCH: u32 = ROWS + 1u;              // the row sums' tables are (step, row), this pitch
-const PART: u32 = CHUNK * PITCH + ROWS;    // one part's table (padded: the parts start in different banks)
-const TABLE_DC: u32 = SPLIT * PART;        // where dC's tables start in the scratch (dB's at 0)
-const TABLE_DA: u32 = 2u * SPLIT * PART;   // dA's (part, segment, row) sums
+const LANE_ROWS: u32 = ${width}u;    // rows a subgroup sums in registers
+const GROUPS: u32 = ROWS / LANE_ROWS; // subgroups per tile row set, whose sums meet in the tables
+const PITCH: u32 = GROUPS + 1u;      // the tables are (part, dB or dC, step, group), this pitch (odd: no bank conflicts)
 ${TREE_NODE}
 
-// One chunk's Δ and u, then its dy; then a round's trees; then the tables of one state's row sums;
+// One chunk's Δ and u, then its dy; then a round's trees${tables ? "; then the tables of one state's row sums" : ''};
 // at the end of the chunk du, dΔ of each part: one array, as side by side they would not fit the
 // 48 KB of workgroup memory WebGPU grants.
-var<workgroup> scratch: array<f32, ${scratchFloats(t)}>;
+var<workgroup> scratch: array<f32, ${scratchFloats(t, width)}>;
 var<workgroup> tileB: array<f32, ROUND * STRIDE>; // B of the round's states over the chunk
 var<workgroup> tileC: array<f32, ROUND * STRIDE>; // C, likewise
 var<workgroup> dcarry: array<f32, NP * ROWS>; // q entering the chunk from the one after, per (n, row)
-var<workgroup> dAsum: array<f32, NP * ROWS>;  // dA of the row so far
+var<workgroup> dAsum: array<f32, SEGS * NP * ROWS>; // dA of the row so far, per segment (each invocation its own)
 
 @compute @workgroup_size(THREADS)
-fn main(${GRID_BUILTINS}) {
+fn main(${GRID_BUILTINS}${width > 1 ? ', @builtin(subgroup_invocation_id) lane: u32' : ''}) {
 ${TILE_PROLOGUE}
 
   let cBegin = block * params.blockChunks;
@@ -220,8 +296,8 @@ ${TILE_PROLOGUE}
       }
     }
     dcarry[i] = q;
-    dAsum[i] = 0.0;
   }
+  for (var i = lid; i < SEGS * NP * ROWS; i += THREADS) { dAsum[i] = 0.0; }
 
   var dt: array<f32, STEPS>;
   var uu: array<f32, STEPS>;
@@ -232,6 +308,7 @@ ${TILE_PROLOGUE}
   var hBefore: array<f32, STEPS>; // h_{t−1} of one state
   var hIn: array<f32, GROUP>;     // the state entering this segment, per state of the group
   var qIn: array<f32, GROUP>;     // the q entering it from the segment after
+  var red: array<f32, 2 * STEPS>; // one state's dB and dC terms of this row, then their sums over rows
 
   for (var k = cBegin; k < cEnd; k++) {
     let c = cBegin + cEnd - 1u - k; // from the block's last chunk to its first
@@ -323,15 +400,14 @@ ${downSweep(['s', 'r'], tree)}
       }
       workgroupBarrier();
 
-      // 4. Take the entering h and q out of the trees, which the row sums' tables overwrite.
+      // 4. Take the entering h and q out of the trees${tables ? ", which the row sums' tables overwrite" : ''}.
 ${L.states(
   t.group,
   `hIn[g] = ${tree('s', 'b', 'node(q * GROUP + g, seg, r)')};
         qIn[g] = ${tree('r', 'b', 'node(q * GROUP + g, SEGS - 1u - seg, r)')};`,
   '      ',
 )}
-      workgroupBarrier();
-      // State g of every part at once: this segment's gradients, then the sums over the rows.
+${tables ? '      workgroupBarrier();\n' : ''}      // State g of every part at once: this segment's gradients, then the sums over the rows.
 ${L.states(
   t.group,
   `let n = n0 + q * GROUP + g;
@@ -354,32 +430,18 @@ ${L.steps(
           gdelta[${j}] += dh * (a * ab * hBefore[${j}] + bt * uu[${j}]);
           gu[${j}] += dh * dt[${j}] * bt;
           dAPart += dh * dt[${j}] * ab * hBefore[${j}];
-          scratch[q * PART + (first + ${j}) * PITCH + r] = dh * dt[${j}] * uu[${j}];    // this row's share of dB_t[n]
-          scratch[TABLE_DC + q * PART + (first + ${j}) * PITCH + r] = gy[${j}] * hNow; // … of dC_t[n]
+          red[${j}] = dh * dt[${j}] * uu[${j}]; // this row's share of dB_t[n]
+          red[STEPS + ${j}] = gy[${j}] * hNow;  // … of dC_t[n]
           dq = ab * dh;`,
   '        ',
   'down',
 )}
-        scratch[TABLE_DA + (q * SEGS + seg) * ROWS + r] = dAPart;
-        workgroupBarrier();
-        for (var i = lid; i < 2u * SPLIT * CHUNK + SPLIT * ROWS; i += THREADS) {
-          if (i < 2u * SPLIT * CHUNK) {
-            // dB (i < SPLIT·CHUNK) or dC of one (part, step), summed over the tile's rows.
-            let k = i % (SPLIT * CHUNK);
-            let table = (i / (SPLIT * CHUNK)) * TABLE_DC + (k / CHUNK) * PART + (k % CHUNK) * PITCH;
-            let sum = ${pairwiseSum(t.rows, (rr) => `scratch[table + ${rr}u]`)}; // a fixed tree: independent loads, log₂ ROWS deep
-            let t = t0 + k % CHUNK;
-            let m = n0 + (k / CHUNK) * GROUP + g;
-            if (t < params.len && m < N) { partials[(i / (SPLIT * CHUNK)) * params.partSize + (tileIndex * N + m) * params.len + t] = sum; }
-          } else {
-            let k = i - 2u * SPLIT * CHUNK;
-            let m = n0 + (k / ROWS) * GROUP + g;
-            dAsum[m * ROWS + k % ROWS] += ${pairwiseSum(t.segs, (s) => `scratch[TABLE_DA + ((k / ROWS) * SEGS + ${s}u) * ROWS + k % ROWS]`)};
-          }
-        }
-        workgroupBarrier(); // the tables are rewritten by the next state (and the trees by the next round)`,
+        dAsum[(seg * NP + n) * ROWS + r] += dAPart;
+${width > 1 ? laneSums(2 * t.steps, width, L) : ''}
+${tables ? tableSums : directSums}`,
   '      ',
 )}
+      workgroupBarrier(); // B, C and the trees are rewritten by the next round (and the scratch by step 5)
     }
 
     // 5. du and dΔ: each part's sums through the scratch, the SPLIT parts added, out along len.
@@ -408,9 +470,11 @@ ${L.shared(
     workgroupBarrier(); // the scratch is restaged by the next chunk
   }
 
+  workgroupBarrier(); // (a block has at least one chunk, whose last barrier this repeats, unless len = 0)
   for (var i = lid; i < N * ROWS; i += THREADS) {
     let rr = i % ROWS;
-    if (d0 + rr < params.dim) { partials[2u * params.partSize + ((b * params.blocks + block) * params.dim + d0 + rr) * N + i / ROWS] = dAsum[i]; }
+    let sum = ${pairwiseSum(t.segs, (k) => `dAsum[${k}u * NP * ROWS + i]`)};
+    if (d0 + rr < params.dim) { partials[2u * params.partSize + ((b * params.blocks + block) * params.dim + d0 + rr) * N + i / ROWS] = sum; }
   }
 }
 `;
@@ -604,7 +668,7 @@ export function runSelectiveScanGrad(
   }
   exec.dispatch(
     op,
-    backwardKernel(dtype, N, tiling),
+    backwardKernel(dtype, N, tiling, laneRows(tiling, device)),
     [x.u, x.delta, dy, abc, states, out.du, out.ddelta, partials],
     values,
     p.tiles * p.blocks,
