@@ -6,9 +6,12 @@
  *     loss_r = lse_r − x[r, t_r]                          (0 where t_r = ignoreIndex)
  *     dx_rj  = (e^(x_rj − lse_r) − [j = t_r]) · g_r       (0 rows where t_r = ignoreIndex)
  *
- * one workgroup per row in both kernels. The forward writes lse_r (in f32, whatever the logits' dtype)
- * beside the loss, and the gradient reads it back instead of computing it again: each logit is read
- * once by the forward, and once more by the gradient, which writes each dx once. A target outside
+ * The forward gives each row a workgroup and writes lse_r (in f32, whatever the logits' dtype) beside
+ * the loss; the gradient reads it back instead of computing it again: each logit is read once by the
+ * forward, and once more by the gradient, which writes each dx once. Given lse_r the gradient is
+ * element-wise, so it runs over the flat (rows, cols) array, four elements per thread wherever the
+ * rows begin: with a workgroup per row it took 0.90 ms at 4096 × 50,257 on an H200, flat 0.65 ms
+ * (2.5 TB/s read and written). A target outside
  * [0, cols) makes the CPU throw; a kernel cannot, so it makes that row's loss and gradient NaN, which
  * no training run can miss. (The NaN is passed in as a parameter: WGSL constants cannot be NaN.)
  */
@@ -30,17 +33,6 @@ const params = new ParamStruct<Field>([
 
 const kernels = new Map<string, Kernel<Field>>();
 
-/**
- * The start of both kernels: the workgroup's row and its target class, `label` (`target` is a WGSL
- * keyword), which is `valid` inside [0, cols) and may be `ignored`.
- */
-const PROLOGUE = `  let row = ${LINEAR_WORKGROUP};
-  if (row >= params.rows) { return; }
-  let base = row * params.cols;
-  let label = targets[row];
-  let valid = label >= 0 && u32(label) < params.cols;
-  let ignored = label == params.ignoreIndex;`;
-
 function lossKernel(dtype: DType): Kernel<Field> {
   const key = `crossEntropy ${dtype}`;
   let kernel = kernels.get(key);
@@ -58,7 +50,12 @@ ${storageBinding(3, 'lseOut', 'read_write', 'float32')}
 ${rowLogSumExpWgsl(dtype)}
 @compute @workgroup_size(${ROW_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
-${PROLOGUE}
+  let row = ${LINEAR_WORKGROUP};
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  let label = targets[row]; // the row's target class (\`target\` is a WGSL keyword)
+  let valid = label >= 0 && u32(label) < params.cols;
+  let ignored = label == params.ignoreIndex;
   let lse = rowLogSumExp(base, params.cols, lid);
   if (lid == 0u) {
     let picked = ${load('x', 'base + u32(clamp(label, 0, i32(params.cols) - 1))', dtype)};
@@ -74,10 +71,14 @@ ${PROLOGUE}
   return kernel;
 }
 
+/** Logits per workgroup of the gradient: four per thread. */
+const GRAD_ELEMENTS = 4 * ROW_WORKGROUP;
+
 function gradKernel(dtype: DType, gradDtype: DType): Kernel<Field> {
   const key = `crossEntropyGrad ${dtype} ${gradDtype}`;
   let kernel = kernels.get(key);
   if (!kernel) {
+    const elements = [0, 1, 2, 3].map((k) => ({ e: `e${k}`, x: `x${k}`, offset: k * ROW_WORKGROUP }));
     const source = () => `${enables([dtype, gradDtype])}// ${key}: CPU twin \`crossEntropyGrad\` in cpu/loss.ts.
 ${params.wgsl(5)}
 ${storageBinding(0, 'x', 'read', dtype)}
@@ -88,24 +89,23 @@ ${storageBinding(4, 'dx', 'read_write', dtype)}
 
 @compute @workgroup_size(${ROW_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
-${PROLOGUE}
-  let lse = lseIn[row];
-  let g = select(params.nan, ${load('gradLoss', 'row', gradDtype)}, valid);
-  // Four logits loaded before any is used, so that four loads are in flight at a time (one at a
-  // time, each waits out the memory's latency: 48% of the copy bandwidth on an H200).
-  var j = lid;
-  for (; j + ${3 * ROW_WORKGROUP}u < params.cols; j += ${4 * ROW_WORKGROUP}u) {
-${[0, 1, 2, 3].map((k) => `    let x${k} = ${load('x', `base + j + ${k * ROW_WORKGROUP}u`, dtype)};`).join('\n')}
-${[0, 1, 2, 3].map((k) => `    ${store('dx', `base + j + ${k * ROW_WORKGROUP}u`, `gradAt(x${k}, j + ${k * ROW_WORKGROUP}u, lse, g, label, ignored)`, dtype)}`).join('\n')}
-  }
-  for (; j < params.cols; j += ${ROW_WORKGROUP}u) {
-    ${store('dx', 'base + j', `gradAt(${load('x', 'base + j', dtype)}, j, lse, g, label, ignored)`, dtype)}
-  }
+  // Elements e of the flat (rows, cols) logits, coalesced: all four loaded before any is used, so
+  // that they are in flight together.
+  let total = params.rows * params.cols;
+  let first = (${LINEAR_WORKGROUP}) * ${GRAD_ELEMENTS}u + lid;
+${elements.map(({ e, x, offset }) => `  let ${e} = first + ${offset}u;\n  let ${x} = ${load('x', `min(${e}, total - 1u)`, dtype)};`).join('\n')}
+${elements.map(({ e, x }) => `  if (${e} < total) { ${store('dx', e, `gradAt(${x}, ${e})`, dtype)} }`).join('\n')}
 }
 
-// dx_rj = (e^(x_rj − lse_r) − [j = t_r]) · g_r, and 0 in an ignored row.
-fn gradAt(x: f32, j: u32, lse: f32, g: f32, label: i32, ignored: bool) -> f32 {
-  return select(exp(x - lse) * g - select(0.0, g, i32(j) == label), 0.0, ignored);
+// dx[e] for e = r·cols + j: (e^(x − lse_r) − [j = t_r])·g_r, 0 in an ignored row, NaN where t_r is
+// out of range. Rows are long, so the per-row values come from the cache.
+fn gradAt(x: f32, e: u32) -> f32 {
+  let row = e / params.cols;
+  let label = targets[row];
+  let valid = label >= 0 && u32(label) < params.cols;
+  let g = select(params.nan, ${load('gradLoss', 'row', gradDtype)}, valid);
+  let onehot = select(0.0, g, i32(e % params.cols) == label);
+  return select(exp(x - lseIn[row]) * g - onehot, 0.0, label == params.ignoreIndex);
 }
 `;
     kernel = { key, bindings: ['read', 'read', 'read', 'read', 'write'], params, source };
@@ -145,5 +145,6 @@ export function runCrossEntropyGrad(
 ): void {
   const kernel = gradKernel(dtype, gradDtype);
   const buffers = [x, lse, targets, gradLoss, out];
-  exec.dispatch('crossEntropyGrad', kernel, buffers, { rows, cols, ignoreIndex, nan: Number.NaN }, rows);
+  const workgroups = Math.ceil((rows * cols) / GRAD_ELEMENTS);
+  exec.dispatch('crossEntropyGrad', kernel, buffers, { rows, cols, ignoreIndex, nan: Number.NaN }, workgroups);
 }
