@@ -80,10 +80,10 @@ export const GRID_BUILTINS =
 
 /**
  * What kernel generators need to know of the device: its workgroup memory, its subgroups' width, and
- * whether to write their fixed-count loops out. Written out, a loop's arrays stay in registers and its iterations interleave
- * (a GPU's compiler is then free to schedule them); on a CPU-emulated adapter (lavapipe) LLVM needs
- * tens of seconds to compile written-out kernels, so there they stay loops (see `Loops` in
- * kernels/selective-scan.ts).
+ * whether to write their fixed-count loops out. Written out, a loop's arrays stay in registers and
+ * its iterations interleave (a GPU's compiler is then free to schedule them); on a CPU-emulated
+ * adapter (lavapipe) LLVM needs tens of seconds to compile written-out kernels, so there they stay
+ * loops (see `Loops` in kernels/selective-scan.ts).
  */
 export interface KernelDevice {
   readonly maxSharedBytes: number;

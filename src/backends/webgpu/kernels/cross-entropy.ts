@@ -11,9 +11,9 @@
  * forward, and once more by the gradient, which writes each dx once. Given lse_r the gradient is
  * element-wise, so it runs over the flat (rows, cols) array, four elements per thread wherever the
  * rows begin: with a workgroup per row it took 0.90 ms at 4096 × 50,257 on an H200, flat 0.65 ms
- * (2.5 TB/s read and written). A target outside
- * [0, cols) makes the CPU throw; a kernel cannot, so it makes that row's loss and gradient NaN, which
- * no training run can miss. (The NaN is passed in as a parameter: WGSL constants cannot be NaN.)
+ * (2.5 TB/s read and written). A target outside [0, cols) makes the CPU throw; a kernel cannot, so it
+ * makes that row's loss and gradient NaN, which no training run can miss. (The NaN is passed in as a
+ * parameter: WGSL constants cannot be NaN.)
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { PooledBuffer } from '../buffer-pool.js';

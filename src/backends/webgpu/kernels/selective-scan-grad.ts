@@ -222,19 +222,20 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, wid
   // After laneSums each invocation holds `per` sums over its subgroup's rows: red[i] is term v (see
   // laneSums), dB's at step v of its segment for v < STEPS, else dC's at step v − STEPS.
   const per = (2 * t.steps) / width;
-  const eachSum = (body: string): string => {
+  const eachSum = (body: (sum: string) => string): string => {
     const term = (i: string) => `let v = ${width > 1 ? `(lane % LANE_ROWS) * ${per}u + ` : ''}${i}; // which term
           let step = first + v % STEPS;
-          ${body.replaceAll('SUM', `red[${i}]`)}`;
+          ${body(`red[${i}]`)}`;
     if (!t.unroll) return `        for (var i = 0u; i < ${per}u * params.one; i++) {\n          ${term('i')}\n        }`;
     return Array.from({ length: per }, (_, i) => `        {\n          ${term(`${i}u`)}\n        }`).join('\n');
   };
   // A subgroup holds every row of the tile: each sum goes straight to partials (tiles, N, len).
   const directSums = eachSum(
-    'if (t0 + step < params.len && n < N) { partials[(v / STEPS) * params.partSize + (tileIndex * N + n) * params.len + t0 + step] = SUM; }',
+    (sum) =>
+      `if (t0 + step < params.len && n < N) { partials[(v / STEPS) * params.partSize + (tileIndex * N + n) * params.len + t0 + step] = ${sum}; }`,
   );
   // Otherwise the GROUPS subgroups' sums of each (part, term) meet in a table and are added there.
-  const tableSums = `${eachSum('scratch[((q * 2u + v / STEPS) * CHUNK + step) * PITCH + r / LANE_ROWS] = SUM;')}
+  const tableSums = `${eachSum((sum) => `scratch[((q * 2u + v / STEPS) * CHUNK + step) * PITCH + r / LANE_ROWS] = ${sum};`)}
         workgroupBarrier();
         for (var i = lid; i < SPLIT * 2u * CHUNK; i += THREADS) {
           // i = (part, dB or dC, step): the sum over the tile's subgroups, in a fixed order.
