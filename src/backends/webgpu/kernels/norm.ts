@@ -79,10 +79,14 @@ function forwardKernel(kind: NormKind, dtype: DType, weight: boolean, bias: bool
     let value = `(${x} - mu) * rstd`;
     if (weight) value += ` * ${load('gamma', 'j', dtype)}`;
     if (bias) value += ` + ${load('beta', 'j', dtype)}`;
+    // μ is measured from the row's first element, x₀ + Σ(x − x₀)/n: a constant row's μ is then that
+    // constant exactly and x − μ = 0, whatever the division's accuracy (WGSL allows 2.5 ulp; an H200
+    // was an ulp off, which a constant row's rstd = 1/√ε magnifies 316 times).
     const mean = layer
-      ? `var sum = 0.0;
-  ${EACH} { sum += ${x}; }
-  let mu = workgroupSum(sum, lid) / n;`
+      ? `let origin = ${load('x', 'base', dtype)};
+  var sum = 0.0;
+  ${EACH} { sum += ${x} - origin; }
+  let mu = origin + workgroupSum(sum, lid) / n;`
       : 'let mu = 0.0;';
     const source = () => `${enables([dtype])}// ${key}: CPU twin \`norm\` in cpu/norm.ts.
 ${forwardParams.wgsl(bindings.length)}
