@@ -12,8 +12,8 @@
  * `nn.Embedding`/`nn.Linear` model would. So does the SSM's dt_proj (`dtInit: 'linear'`), as minimal
  * implementations such as mamba-minimal leave it, instead of mamba_simple's small initial Δ: with
  * Δ ≈ 0.7 at the start the state carries the previous tokens from the first step, and the seed recipe
- * (3 epochs at a constant lr 3·10⁻⁴) ends at a valid loss of 5.38 instead of 5.53 (H200, see
- * bench/RESULTS.md).
+ * (3 epochs at a constant lr 3·10⁻⁴) ended at a valid loss of 5.38 instead of 5.53 (with Δ at rank
+ * 8; H200, see bench/RESULTS.md).
  *
  * Δ is projected at full rank (dt_rank = d_model), not at mamba_simple's ⌈d_model/16⌉: a minimal
  * selective SSM makes Δ from the token by a d_model × d_model map, as it does B and C. Here it is the
