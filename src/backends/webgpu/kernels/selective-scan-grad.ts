@@ -176,14 +176,11 @@ export function backwardTiling(N: number, device: KernelDevice): ScanTiling {
 function laneSums(count: number, width: number, L: Loops): string {
   const levels: string[] = [];
   for (let m = width / 2, half = count / 2; m >= 1; m /= 2, half /= 2) {
-    const exchange = (i: string, hi: string) =>
-      `red[${i}] = select(red[${i}], red[${hi}], upper) + subgroupShuffleXor(select(red[${hi}], red[${i}], upper), ${m}u);`;
-    const terms = L.unroll
-      ? Array.from({ length: half }, (_, i) => `          ${exchange(`${i}`, `${half + i}`)}`).join('\n')
-      : `          for (var i = 0u; i < ${half}u * params.one; i++) { ${exchange('i', `${half}u + i`)} }`;
+    const exchange = (i: string) =>
+      `red[${i}] = select(red[${i}], red[${half}u + ${i}], upper) + subgroupShuffleXor(select(red[${half}u + ${i}], red[${i}], upper), ${m}u);`;
     levels.push(`        { // with the lane ${m} away
           let upper = (lane & ${m}u) != 0u; // this lane keeps the upper half of its terms
-${terms}
+${L.times(half, exchange, '          ')}
         }`);
   }
   return levels.join('\n');
@@ -222,13 +219,13 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, wid
   // After laneSums each invocation holds `per` sums over its subgroup's rows: red[i] is term v (see
   // laneSums), dB's at step v of its segment for v < STEPS, else dC's at step v − STEPS.
   const per = (2 * t.steps) / width;
-  const eachSum = (body: (sum: string) => string): string => {
-    const term = (i: string) => `let v = ${width > 1 ? `(lane % LANE_ROWS) * ${per}u + ` : ''}${i}; // which term
+  const eachSum = (body: (sum: string) => string): string =>
+    L.times(
+      per,
+      (i) => `let v = ${width > 1 ? `(lane % LANE_ROWS) * ${per}u + ` : ''}${i}; // which term
           let step = first + v % STEPS;
-          ${body(`red[${i}]`)}`;
-    if (!t.unroll) return `        for (var i = 0u; i < ${per}u * params.one; i++) {\n          ${term('i')}\n        }`;
-    return Array.from({ length: per }, (_, i) => `        {\n          ${term(`${i}u`)}\n        }`).join('\n');
-  };
+          ${body(`red[${i}]`)}`,
+    );
   // A subgroup holds every row of the tile: each sum goes straight to partials (tiles, N, len).
   const directSums = eachSum(
     (sum) =>

@@ -310,6 +310,14 @@ export class Loops {
     return js.map((j) => `${indent}{ // step ${j}\n${Loops.place(body(`${j}u`), `${indent}  `)}\n${indent}}`).join('\n');
   }
 
+  /** `body(i)` for i = 0 … count − 1, a u32 expression: a fixed count of independent items. */
+  times(count: number, body: (i: string) => string, indent = '        '): string {
+    if (!this.unroll) {
+      return `${indent}for (var i = 0u; i < ${count}u * params.one; i++) {\n${Loops.place(body('i'), `${indent}  `)}\n${indent}}`;
+    }
+    return Array.from({ length: count }, (_, i) => `${indent}{\n${Loops.place(body(`${i}u`), `${indent}  `)}\n${indent}}`).join('\n');
+  }
+
   /** `body` for the states g = 0 … GROUP − 1 of a group (state n0 + g); `body` reads g. */
   states(group: number, body: string, indent = '      '): string {
     const inner = Loops.place(body, `${indent}  `);
