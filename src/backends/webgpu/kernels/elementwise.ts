@@ -2,7 +2,7 @@
  * One generated kernel family for every element-wise op: copy (with dtype conversion), assign, unary,
  * binary and where. CPU twins: `copy`, `assign`, `unary`, `binary`, `where` in `cpu/elementwise.ts`.
  *
- * Each thread computes one output element i:
+ * Each output element i is
  *
  *     (c0, …, c_{r−1}) = the row-major coordinates of i in the shape
  *     v_j  = x_j[offset_j + Σ_k c_k·stride_jk]          for each input view j
@@ -11,6 +11,12 @@
  * so transposed, sliced and broadcast (stride 0) inputs need no copies. Shapes and strides are runtime
  * parameters; only the rank is baked into the WGSL (the coordinate loop is unrolled), along with the
  * op's expression and the dtypes, which together form the pipeline's key.
+ *
+ * A thread computes ELEMENTS_PER_THREAD outputs, a workgroup's width apart, and loads the inputs of
+ * all of them before it stores any: each load instruction of a workgroup still reads consecutive
+ * elements, and each thread has four loads in flight instead of one. On an H200 a copy of 64 MiB went
+ * from 1.2–1.3 to 3.3–3.6 TB/s (one of 256 MiB from 1.8 to 2.9), an add of two 64 MiB arrays from 1.8
+ * to 3.8 TB/s.
  *
  * Before launching, axes are *coalesced*: size-1 axes are dropped and neighbouring axes that every
  * view steps through as one (stride_k = stride_{k+1}·shape_{k+1}) are merged. Contiguous tensors of any
@@ -42,6 +48,10 @@ export interface Operand {
 
 // 256 threads a workgroup: measured on the H200, a copy ran at 770 GB/s with 64 and 1866 GB/s with 256.
 export const ELEMENTWISE_WORKGROUP = 256;
+/** Output elements per thread (see the file comment). */
+const ELEMENTS_PER_THREAD = 4;
+/** Output elements per workgroup of the element-wise kernels. */
+export const ELEMENTWISE_ELEMENTS = ELEMENTWISE_WORKGROUP * ELEMENTS_PER_THREAD;
 
 /**
  * Axes with size-1 dropped and mergeable neighbours merged, for all layouts at once
@@ -111,7 +121,7 @@ export function runElementwise(
       values[`${name}_stride${k}`] = s;
     });
   });
-  exec.dispatch(op, kernel, [...inputs.map((x) => x.buffer), output.buffer], values, Math.ceil(size / ELEMENTWISE_WORKGROUP));
+  exec.dispatch(op, kernel, [...inputs.map((x) => x.buffer), output.buffer], values, Math.ceil(size / ELEMENTWISE_ELEMENTS));
 }
 
 const kernels = new Map<string, Kernel>();
@@ -164,23 +174,27 @@ function elementwiseSource(
   outputIsView: boolean,
   params: ParamStruct,
 ): string {
-  // The buffer index of a view: offset + Σ c_k·stride_k.
-  const index = (v: string): string => {
-    const terms = [`params.${v}_offset`];
-    for (let k = 0; k < rank; k++) terms.push(`i32(c${k}) * params.${v}_stride${k}`);
-    return `u32(${terms.join(' + ')})`;
+  // The buffer index of view v at flat element i: offset + Σ c_k·stride_k, with (c_0, …) the
+  // coordinates of i in the shape, last axis fastest.
+  const indexFn = (v: string): string => {
+    const lines = ['  var rest = i;'];
+    for (let k = rank - 1; k > 0; k--) lines.push(`  let c${k} = rest % params.shape${k};`, `  rest = rest / params.shape${k};`);
+    lines.push('  let c0 = rest;');
+    const terms = [`params.${v}_offset`, ...Array.from({ length: rank }, (_, k) => `i32(c${k}) * params.${v}_stride${k}`)];
+    return `fn index_${v}(i: u32) -> u32 {\n${rank > 0 ? `${lines.join('\n')}\n` : ''}  return u32(${terms.join(' + ')});\n}`;
   };
-  const coords: string[] = [];
-  if (rank > 0) {
-    coords.push('  var rest = i;');
-    for (let k = rank - 1; k > 0; k--) {
-      coords.push(`  let c${k} = rest % params.shape${k};`, `  rest = rest / params.shape${k};`);
-    }
-    coords.push('  let c0 = rest;');
-  }
+  const views = [...inputs.map((_, j) => `x${j}`), ...(outputIsView ? ['y'] : [])];
+  const args = inputs.map((dtype, j) => `v${j}: ${computeType(dtype)}`).join(', ');
+  const elements = Array.from({ length: ELEMENTS_PER_THREAD }, (_, k) => k);
+  // Loads at a clamped element, so that the last workgroup's spare threads read in bounds.
+  const results = elements.map((k) => {
+    const loads = inputs.map((dtype, j) => load(`x${j}`, `index_x${j}(min(e${k}, params.size - 1u))`, dtype));
+    return `  let e${k} = first + ${k * ELEMENTWISE_WORKGROUP}u;\n  let r${k} = op(${loads.join(', ')});`;
+  });
+  const stores = elements.map(
+    (k) => `  if (e${k} < params.size) { ${store('y', outputIsView ? `index_y(e${k})` : `e${k}`, `r${k}`, output)} }`,
+  );
   const value = opExpression(expr, inputs, output);
-  const loads = inputs.map((dtype, j) => `  let v${j} = ${load(`x${j}`, index(`x${j}`), dtype)};`);
-  const target = outputIsView ? index('y') : 'i';
   return `${enables([...inputs, output])}// ${key}: CPU twin in cpu/elementwise.ts.
 ${params.wgsl(inputs.length + 1)}
 ${inputs.map((dtype, j) => storageBinding(j, `x${j}`, 'read', dtype)).join('\n')}
@@ -188,14 +202,15 @@ ${storageBinding(inputs.length, 'y', 'read_write', output)}
 
 ${helpersFor(value)}
 
+fn op(${args}) -> ${computeType(output)} { return ${value}; }
+
+${views.map(indexFn).join('\n\n')}
+
 @compute @workgroup_size(${ELEMENTWISE_WORKGROUP})
 fn main(${GRID_BUILTINS}) {
-  let i = (${LINEAR_WORKGROUP}) * ${ELEMENTWISE_WORKGROUP}u + lid;
-  if (i >= params.size) { return; }
-  // The flat index as coordinates in the shape, last axis fastest.
-${coords.join('\n')}
-${loads.join('\n')}
-  ${store('y', target, value, output)}
+  let first = (${LINEAR_WORKGROUP}) * ${ELEMENTWISE_ELEMENTS}u + lid;
+${results.join('\n')}
+${stores.join('\n')}
 }
 `;
 }
