@@ -559,8 +559,8 @@ const sumParams = new ParamStruct<SumField>([
 /**
  * Finishes the cross-workgroup sums: y[o, i] = Σ_k x[offset + (o·count + k)·inner + i] in a fixed
  * order, one invocation per output, reading along i (coalesced). On an H200 the four partial sums
- * took dB's and dC's sums over Mamba's 48 tiles per batch from 40 to 26 µs each. CPU twin: the double-precision `+=`
- * into dA, dB, dC in `selectiveScanBackward`, cpu/selective-scan.ts.
+ * took dB's and dC's sums over Mamba's 48 tiles per batch from 40 to 26 µs each. CPU twin: the
+ * double-precision `+=` into dA, dB, dC in `selectiveScanBackward`, cpu/selective-scan.ts.
  */
 function sumKernel(dtype: DType): Kernel<SumField> {
   const key = `selectiveScanGrad sum ${dtype}`;
