@@ -212,12 +212,6 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, wid
   const L = new Loops(t.unroll);
   const threads = t.rows * t.split * t.segs;
   const tables = t.rows > width; // the subgroups' sums meet in workgroup memory
-  // h_t, which the forward walk left as the next step's h_{t−1} (or, after the last step, in h).
-  const hAfter = (j: string): string => {
-    const step = /^(\d+)u$/.exec(j); // a written-out step: a constant
-    if (step) return Number(step[1]) === t.steps - 1 ? 'h' : `hBefore[${Number(step[1]) + 1}u]`;
-    return `select(hBefore[min(${j} + 1u, STEPS - 1u)], h, ${j} == STEPS - 1u)`;
-  };
   // Where state g of this invocation's group reads B and C at step j of its segment.
   const bcAt = (j: string) => `(q * GROUP + g) * STRIDE + first + ${j}`;
   // The four trees live in `scratch` (see the layout below).
@@ -309,7 +303,7 @@ ${TILE_PROLOGUE}
   var gu: array<f32, STEPS>;      // du, summed over this invocation's states
   var gdelta: array<f32, STEPS>;  // dΔ, likewise
   var abar: array<f32, GROUP * STEPS>; // ā = exp(Δ·A) of each of its states over the segment
-  var hBefore: array<f32, STEPS>; // h_{t−1} of one state
+  var hBefore: array<f32, STEPS + 1u>; // h_{t−1} of one state at step t, and h after the last step
   var hIn: array<f32, GROUP>;     // the state entering this segment, per state of the group
   var qIn: array<f32, GROUP>;     // the q entering it from the segment after
   var red: array<f32, 2 * STEPS>; // one state's dB and dC terms of this row, then their sums over rows
@@ -422,6 +416,7 @@ ${L.steps(
   (j) => `hBefore[${j}] = h;
           h = abar[g * STEPS + ${j}] * h + dt[${j}] * uu[${j}] * tileB[${bcAt(j)}];`,
 )}
+        hBefore[STEPS] = h;
         var dq = qIn[g];
         var dAPart = 0.0;
 ${L.steps(
@@ -436,7 +431,7 @@ ${L.steps(
           gu[${j}] += dhdt * bt;
           dAPart += dhdt * abh;
           red[${j}] = dhdt * uu[${j}];              // this row's share of dB_t[n]
-          red[STEPS + ${j}] = gy[${j}] * ${hAfter(j)}; // … of dC_t[n]
+          red[STEPS + ${j}] = gy[${j}] * hBefore[${j} + 1u]; // … of dC_t[n], h_t
           dq = ab * dh;`,
   '        ',
   'down',
