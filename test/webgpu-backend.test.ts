@@ -1111,6 +1111,19 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       expect(() => exec.profile(true)).toThrow(/^profile: this GPU lacks the 'timestamp-query' feature/);
       device.destroy();
     });
+
+    it('refuses a kernel that binds more storage buffers than the GPU allows, in one sentence', async () => {
+      // The same device, seen as one that allows only WebGPU's guaranteed 8 (the scan's backward binds 10).
+      const device = await GpuDevice.open();
+      const eight = Object.create(device, { limits: { value: { ...device.limits, maxStorageBuffersPerShaderStage: 8 } } }) as GpuDevice;
+      const pool = new BufferPool(device.device, { maxBytes: 2 ** 20, bindableBytes: 2 ** 20, maxIdleBytes: 0, openBatch: () => -1 });
+      const exec = new Executor(eight, pool, pool);
+      const kernel = { key: 'nine reads', bindings: Array<'read'>(9).fill('read'), params: null, source: () => '' };
+      expect(() => exec.dispatch('selectiveScanGrad', kernel, [], null, 1)).toThrow(
+        /^selectiveScanGrad: its kernel binds 9 storage buffers, and this GPU allows 8\.$/,
+      );
+      device.destroy();
+    });
   });
 });
 

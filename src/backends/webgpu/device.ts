@@ -35,6 +35,8 @@ export interface GpuLimits {
   readonly maxComputeWorkgroupStorageSize: number;
   readonly maxComputeInvocationsPerWorkgroup: number;
   readonly maxComputeWorkgroupsPerDimension: number;
+  /** WebGPU guarantees 8; the selective scan's backward binds 10. */
+  readonly maxStorageBuffersPerShaderStage: number;
   readonly minUniformBufferOffsetAlignment: number;
   readonly minStorageBufferOffsetAlignment: number;
 }
@@ -56,6 +58,7 @@ const REQUESTED_LIMITS = [
   'maxComputeInvocationsPerWorkgroup',
   'maxComputeWorkgroupSizeX',
   'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
 ] as const;
 
 /**
@@ -142,6 +145,7 @@ export class GpuDevice {
       maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
       minUniformBufferOffsetAlignment: L.minUniformBufferOffsetAlignment,
       minStorageBufferOffsetAlignment: L.minStorageBufferOffsetAlignment,
     };

@@ -295,6 +295,10 @@ export class Executor {
   private pipeline(op: string, kernel: Kernel): Pipeline {
     const cached = this.pipelines.get(kernel.key);
     if (cached) return cached;
+    const allowed = this.gpu.limits.maxStorageBuffersPerShaderStage;
+    if (kernel.bindings.length > allowed) {
+      throw new Error(`${op}: its kernel binds ${kernel.bindings.length} storage buffers, and this GPU allows ${allowed}.`);
+    }
     const device = this.gpu.device;
     const signature = kernel.bindings.join(',') + (kernel.params ? '+params' : '');
     const layout = this.bindGroupLayout(kernel, signature);

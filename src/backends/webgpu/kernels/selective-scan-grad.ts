@@ -82,9 +82,9 @@
  * (batch, N, len)), dA over the batch ((batch, dim, N) → (dim, N)). The partials are rows times
  * smaller than the (batch, dim, N, len) tensors a per-row scheme would write.
  *
- * Bindings: WebGPU guarantees 8 storage buffers per kernel, and the backward reads u, Δ, dy, A, B,
- * C and the chunk states and writes du, dΔ and the partials. A, B and C (small: dim·N and batch·N·len
- * elements) are copied side by side into one buffer to stay within 8.
+ * Bindings: the backward reads u, Δ, dy, A, B, C and the chunk states and writes du, dΔ and the
+ * partials: 10 storage buffers, more than the 8 WebGPU guarantees. Dawn's Vulkan adapters (lavapipe,
+ * NVIDIA) allow 16; the executor refuses a kernel that needs more than its GPU allows.
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanSizes } from '../../backend.js';
@@ -186,11 +186,9 @@ ${L.times(half, exchange, '          ')}
   return levels.join('\n');
 }
 
-type Field = (keyof ScanParams & string) | 'offsetB' | 'offsetC' | 'partSize' | 'totalsAt';
+type Field = (keyof ScanParams & string) | 'partSize' | 'totalsAt';
 const params = new ParamStruct<Field>([
   ...SCAN_FIELDS,
-  ['offsetB', 'u32'], // where B and C start in the packed A|B|C buffer
-  ['offsetC', 'u32'],
   ['partSize', 'u32'], // floats of dB's partials (C's follow, then A's)
   ['totalsAt', 'u32'], // where the blocks' reverse totals start in partials (see "Few rows, long sequences")
 ]);
@@ -201,7 +199,7 @@ function backwardKernel(dtype: DType, N: number, t: ScanTiling, width: number): 
   const key = `selectiveScanGrad ${dtype} N=${N} ${tilingKey(t)} lanes=${width}`;
   let kernel = kernels.get(key) as Kernel<Field> | undefined;
   if (!kernel) {
-    const bindings: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
+    const bindings: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
     kernel = { key, bindings, params, source: () => backwardSource(key, dtype, N, t, width) };
     kernels.set(key, kernel);
   }
@@ -244,15 +242,17 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, wid
         workgroupBarrier(); // the tables are rewritten by the next state`;
   return `${enables([dtype])}${width > 1 ? 'enable subgroups;\n' : ''}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
-${params.wgsl(8)}
+${params.wgsl(10)}
 ${storageBinding(0, 'u', 'read', dtype)}
 ${storageBinding(1, 'delta', 'read', dtype)}
 ${storageBinding(2, 'dy', 'read', dtype)}
-${storageBinding(3, 'abc', 'read', dtype)}         // A (dim, N) | B (batch, N, len) | C (batch, N, len)
-${storageBinding(4, 'chunkStates', 'read', 'float32')} // (batch, dim, nChunks, N): h entering each chunk
-${storageBinding(5, 'du', 'read_write', dtype)}
-${storageBinding(6, 'ddelta', 'read_write', dtype)}
-${storageBinding(7, 'partials', 'read_write', 'float32')}    // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, dim, N)
+${storageBinding(3, 'A', 'read', dtype)}
+${storageBinding(4, 'B', 'read', dtype)}
+${storageBinding(5, 'C', 'read', dtype)}
+${storageBinding(6, 'chunkStates', 'read', 'float32')} // (batch, dim, nChunks, N): h entering each chunk
+${storageBinding(7, 'du', 'read_write', dtype)}
+${storageBinding(8, 'ddelta', 'read_write', dtype)}
+${storageBinding(9, 'partials', 'read_write', 'float32')}    // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, dim, N)
 
 ${tilingConstants(t, N)}
 const TREE = ROUND * SEGS * ROWS;  // floats of one array of a tree
@@ -349,8 +349,8 @@ ${L.shared(
   t.split * t.group * CHUNK_LEN,
   threads,
   `let slot = (i / CHUNK) * STRIDE + i % CHUNK;
-      tileB[slot] = ${stateInput('abc', 'params.offsetB + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};
-      tileC[slot] = ${stateInput('abc', 'params.offsetC + ', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`,
+      tileB[slot] = ${stateInput('B', '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};
+      tileC[slot] = ${stateInput('C', '', 'n0 + i / CHUNK', 't0 + i % CHUNK', dtype)};`,
   '      ',
 )}
       workgroupBarrier(); // (and everyone has taken dy out of the scratch the trees now overwrite)
@@ -359,7 +359,7 @@ ${L.shared(
       //    directions' Π ā is the same product, qa; A is taken times log₂e for exp2 (as in the forward).
 ${L.states(
   t.group,
-  `let a = abc[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // a state past N has B = C = 0
+  `let a = ${load('A', 'aRow + min(n0 + q * GROUP + g, N - 1u)', dtype)} * LOG2E; // a state past N has B = C = 0
         var fb = 0.0;
         var qa = 1.0;
         var qb = 0.0;
@@ -409,7 +409,7 @@ ${tables ? '      workgroupBarrier();\n' : ''}      // State g of every part at 
 ${L.states(
   t.group,
   `let n = n0 + q * GROUP + g;
-        let a = abc[aRow + min(n, N - 1u)];
+        let a = ${load('A', 'aRow + min(n, N - 1u)', dtype)};
         var h = hIn[g];
 ${L.steps(
   t.steps,
@@ -481,7 +481,7 @@ ${L.shared(
 }
 
 const TOTALS_WORKGROUP = 64;
-type TotalsField = 'rows' | 'dim' | 'len' | 'states' | 'blocks' | 'blockChunks' | 'offsetC' | 'totalsAt';
+type TotalsField = 'rows' | 'dim' | 'len' | 'states' | 'blocks' | 'blockChunks' | 'totalsAt';
 const totalsParams = new ParamStruct<TotalsField>([
   ['rows', 'u32'], // batch·dim
   ['dim', 'u32'],
@@ -489,7 +489,6 @@ const totalsParams = new ParamStruct<TotalsField>([
   ['states', 'u32'], // N
   ['blocks', 'u32'],
   ['blockChunks', 'u32'],
-  ['offsetC', 'u32'], // where C starts in the packed A|B|C buffer
   ['totalsAt', 'u32'], // where the totals go in partials
 ]);
 
@@ -506,11 +505,12 @@ function reverseTotalsKernel(dtype: DType): Kernel<TotalsField> {
   let kernel = kernels.get(key) as Kernel<TotalsField> | undefined;
   if (!kernel) {
     const source = () => `${enables([dtype])}// ${key}: the blocks' reverse maps, for the backward (kernels/selective-scan-grad.ts).
-${totalsParams.wgsl(4)}
+${totalsParams.wgsl(5)}
 ${storageBinding(0, 'delta', 'read', dtype)}
 ${storageBinding(1, 'dy', 'read', dtype)}
-${storageBinding(2, 'abc', 'read', dtype)}
-${storageBinding(3, 'partials', 'read_write', 'float32')}
+${storageBinding(2, 'A', 'read', dtype)}
+${storageBinding(3, 'C', 'read', dtype)}
+${storageBinding(4, 'partials', 'read_write', 'float32')}
 ${LOG2E}
 
 @compute @workgroup_size(${TOTALS_WORKGROUP})
@@ -520,8 +520,8 @@ fn main(${GRID_BUILTINS}) {
   let n = e % params.states;
   let block = (e / params.states) % params.blocks;
   let row = e / (params.states * params.blocks); // = b·dim + d
-  let a = ${load('abc', '(row % params.dim) * params.states + n', dtype)} * LOG2E; // for exp2
-  let c = params.offsetC + ((row / params.dim) * params.states + n) * params.len; // C[b, n, ·]
+  let a = ${load('A', '(row % params.dim) * params.states + n', dtype)} * LOG2E; // for exp2
+  let c = ((row / params.dim) * params.states + n) * params.len; // C[b, n, ·]
   let tBegin = block * params.blockChunks * ${CHUNK_LEN}u;
   let tEnd = min(params.len, tBegin + params.blockChunks * ${CHUNK_LEN}u);
   var q = 0.0;
@@ -529,14 +529,14 @@ fn main(${GRID_BUILTINS}) {
   for (var t = tEnd; t > tBegin; t--) {
     let at = row * params.len + t - 1u;
     let stepDelta = ${load('delta', 'at', dtype)};
-    q = exp2(stepDelta * a) * (${load('abc', 'c + t - 1u', dtype)} * ${load('dy', 'at', dtype)} + q);
+    q = exp2(stepDelta * a) * (${load('C', 'c + t - 1u', dtype)} * ${load('dy', 'at', dtype)} + q);
     deltaSum += stepDelta;
   }
   partials[params.totalsAt + 2u * e] = exp2(a * deltaSum);
   partials[params.totalsAt + 2u * e + 1u] = q;
 }
 `;
-    kernel = { key, bindings: ['read', 'read', 'read', 'write'], params: totalsParams, source };
+    kernel = { key, bindings: ['read', 'read', 'read', 'read', 'write'], params: totalsParams, source };
     kernels.set(key, kernel);
   }
   return kernel;
@@ -598,11 +598,6 @@ fn main(${GRID_BUILTINS}) {
   return kernel;
 }
 
-/** Bytes per element of a scan dtype on the GPU. */
-const bytesOf = (dtype: DType): number => (dtype === 'float16' ? 2 : 4);
-/** `n` elements rounded up so that the next section starts on a 4-byte boundary (buffer copies need it). */
-const evenUp = (n: number, dtype: DType): number => (dtype === 'float16' ? n + (n % 2) : n);
-
 export interface ScanGrads {
   readonly du: PooledBuffer;
   readonly ddelta: PooledBuffer;
@@ -650,23 +645,11 @@ export function runSelectiveScanGrad(
     runSelectiveScan(exec, pool, x, dtype, sizes, device, { y: null, chunkStates: states });
   }
 
-  // A | B | C side by side (see the file comment).
-  const bytes = bytesOf(dtype);
-  const sizeA = evenUp(dim * N, dtype);
-  const sizeBC = evenUp(batch * N * len, dtype);
-  const abc = temp(bytes * (sizeA + 2 * sizeBC));
-  const copy = (src: PooledBuffer, at: number, n: number) => {
-    if (n > 0) exec.copy(src, 0, abc, at * bytes, n * bytes);
-  };
-  copy(x.A, 0, sizeA);
-  copy(x.B, sizeA, sizeBC);
-  copy(x.C, sizeA + sizeBC, sizeBC);
-
   // partials: dB (tiles, N, len) | dC, likewise | dA (batch, blocks, dim, N) | the blocks' totals.
   const partSize = p.tiles * N * len;
   const totalsAt = 2 * partSize + batch * p.blocks * dim * N;
   const partials = temp(4 * (totalsAt + (p.blocks > 1 ? 2 * batch * dim * p.blocks * N : 0)));
-  const values = { ...p, offsetB: sizeA, offsetC: sizeA + sizeBC, partSize, totalsAt };
+  const values = { ...p, partSize, totalsAt };
   if (p.blocks > 1) {
     const reverse = {
       rows: batch * dim,
@@ -675,16 +658,15 @@ export function runSelectiveScanGrad(
       states: N,
       blocks: p.blocks,
       blockChunks: p.blockChunks,
-      offsetC: sizeA + sizeBC,
       totalsAt,
     };
     const invocations = batch * dim * p.blocks * N;
-    exec.dispatch(op, reverseTotalsKernel(dtype), [x.delta, dy, abc, partials], reverse, Math.ceil(invocations / TOTALS_WORKGROUP));
+    exec.dispatch(op, reverseTotalsKernel(dtype), [x.delta, dy, x.A, x.C, partials], reverse, Math.ceil(invocations / TOTALS_WORKGROUP));
   }
   exec.dispatch(
     op,
     backwardKernel(dtype, N, tiling, laneRows(tiling, device)),
-    [x.u, x.delta, dy, abc, states, out.du, out.ddelta, partials],
+    [x.u, x.delta, dy, x.A, x.B, x.C, states, out.du, out.ddelta, partials],
     values,
     p.tiles * p.blocks,
   );
