@@ -31,7 +31,7 @@ import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { normalAt, pcgHash } from '../src/tensor/random.js';
 import { UnfusedScan } from './selective-scan-unfused.js';
 import { formatNumber, formatTable } from './table.js';
-import { median } from './timing.js';
+import { median, WARMUP_MS } from './timing.js';
 
 export interface SelectiveScanBenchOptions {
   /** Small shapes, for lavapipe or CI: under a minute. */
@@ -89,13 +89,17 @@ const SAMPLE_MS = 50;
 const MAX_CALLS = 200;
 
 /**
- * Median ms of one call of `enqueue`, on finished work: one warm-up (pipelines, pool), one trial to
- * choose how many calls share a sample, then `repeats` samples each ending in `sync`.
+ * Median ms of one call of `enqueue`, on finished work: a warm-up of at least WARMUP_MS (pipelines,
+ * pool, and full clocks: see timing.ts), one trial to choose how many calls share a sample, then
+ * `repeats` samples each ending in `sync`.
  */
 async function timeCalls(enqueue: () => void, sync: () => Promise<void>, repeats: number): Promise<number> {
-  enqueue();
-  await sync();
   let start = performance.now();
+  do {
+    enqueue();
+    await sync();
+  } while (performance.now() - start < WARMUP_MS);
+  start = performance.now();
   enqueue();
   await sync();
   const calls = Math.min(MAX_CALLS, Math.max(1, Math.ceil(SAMPLE_MS / (performance.now() - start))));

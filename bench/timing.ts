@@ -20,7 +20,7 @@
 import type { Backend } from '../src/backends/backend.js';
 
 /** Warm-up lasts at least this long (when there is any warm-up), to bring the device to full clocks. */
-const WARMUP_MS = 200;
+export const WARMUP_MS = 200;
 
 export interface TimingOptions {
   /** Untimed runs first: they compile pipelines and fill the buffer pool. */
