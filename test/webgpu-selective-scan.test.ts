@@ -7,8 +7,9 @@
  * 4097), N = 1, 7, 16 and 64 (several rounds of states, and rounds cut short by N), tiles cut short
  * by dim, several tiles per batch, and more rows than 65535. Rows whose tiles are too few to fill a
  * GPU are cut into blocks of chunks, forward and backward (most sizes here); the sizes with 256 tiles
- * or more run each row as one block. (More than 65535 *workgroups* would take 16·65535 rows here, a
- * minute on lavapipe; the executor's folding of large grids is tested in webgpu-backend.test.ts.)
+ * or more run each row as one block. One case takes float16 tensors. (More than 65535 *workgroups*
+ * would take 16·65535 rows here, a minute on lavapipe; the executor's folding of large grids is
+ * tested in webgpu-backend.test.ts.)
  *
  * Errors are measured per output as max |gpu − cpu| / max |cpu|: the GPU works in f32 and sums in a
  * different order (a tree over segments, then over tiles), so a single near-zero element may differ
@@ -32,6 +33,8 @@ const G = (): WebGpuBackend => gpu as WebGpuBackend;
 /** Relative error allowed, against the largest |value| of each output. */
 const RTOL = 1e-4;
 
+type ScanDType = 'float32' | 'float16';
+
 /** n standard normals from the engine's counter-based generator. */
 const normals = (n: number, seed: number): Float32Array => {
   const key = pcgHash(seed);
@@ -54,8 +57,8 @@ function scanData({ batch, dim, len, N }: ScanSizes, seed: number) {
 
 type Data = ReturnType<typeof scanData>;
 
-function uploadInputs(b: Backend, x: Data): { inputs: ScanInputs; dy: BufferHandle; free: () => void } {
-  const up = (a: Float32Array) => b.upload(a, 'float32');
+function uploadInputs(b: Backend, x: Data, dtype: ScanDType = 'float32'): { inputs: ScanInputs; dy: BufferHandle; free: () => void } {
+  const up = (a: Float32Array) => b.upload(a, dtype);
   const inputs = { u: up(x.u), delta: up(x.delta), A: up(x.A), B: up(x.B), C: up(x.C) };
   const dy = up(x.dy);
   return {
@@ -67,9 +70,9 @@ function uploadInputs(b: Backend, x: Data): { inputs: ScanInputs; dy: BufferHand
   };
 }
 
-/** Reads a result and frees it. */
-async function take(b: Backend, h: BufferHandle, size: number): Promise<Float32Array> {
-  const data = (await b.read(h, 'float32', 0, size)) as Float32Array;
+/** Reads a result (of `dtype`) as float32 and frees it. */
+async function take(b: Backend, h: BufferHandle, size: number, dtype: ScanDType = 'float32'): Promise<Float32Array> {
+  const data = Float32Array.from(await b.read(h, dtype, 0, size));
   b.free(h);
   return data;
 }
@@ -98,37 +101,44 @@ interface ScanResults {
 }
 
 /** Forward and backward on one backend; with `save`, the backward gets the forward's saved states. */
-async function runScan(b: Backend, x: Data, sizes: ScanSizes, save: boolean): Promise<ScanResults> {
+async function runScan(b: Backend, x: Data, sizes: ScanSizes, save: boolean, dtype: ScanDType = 'float32'): Promise<ScanResults> {
   const { batch, dim, len, N } = sizes;
-  const { inputs, dy, free } = uploadInputs(b, x);
+  const { inputs, dy, free } = uploadInputs(b, x, dtype);
   const fwd = b.selectiveScan(inputs, sizes, save);
   const grads = b.selectiveScanGrad(inputs, dy, sizes, fwd.saved);
   if (fwd.saved) b.free(fwd.saved);
   const rows = batch * dim * len;
   const states = batch * N * len;
   const results = {
-    y: await take(b, fwd.y, rows),
-    lastState: await take(b, fwd.lastState, batch * dim * N),
-    du: await take(b, grads.du, rows),
-    ddelta: await take(b, grads.ddelta, rows),
-    dA: await take(b, grads.dA, dim * N),
-    dB: await take(b, grads.dB, states),
-    dC: await take(b, grads.dC, states),
+    y: await take(b, fwd.y, rows, dtype),
+    lastState: await take(b, fwd.lastState, batch * dim * N, dtype),
+    du: await take(b, grads.du, rows, dtype),
+    ddelta: await take(b, grads.ddelta, rows, dtype),
+    dA: await take(b, grads.dA, dim * N, dtype),
+    dB: await take(b, grads.dB, states, dtype),
+    dC: await take(b, grads.dC, states, dtype),
   };
   free();
   return results;
 }
 
-/** Every output of the GPU within RTOL of the CPU's, each error reported by name when it fails. */
-async function compare(sizes: ScanSizes, seed: number, save = true, on: Backend = G()): Promise<void> {
+/** Every output of the GPU within `rtol` of the CPU's, each error reported by name when it fails. */
+async function compare(
+  sizes: ScanSizes,
+  seed: number,
+  save = true,
+  on: Backend = G(),
+  dtype: ScanDType = 'float32',
+  rtol = RTOL,
+): Promise<void> {
   const x = scanData(sizes, seed);
-  const expected = await runScan(cpu, x, sizes, false);
-  const actual = await runScan(on, x, sizes, save);
+  const expected = await runScan(cpu, x, sizes, false, dtype);
+  const actual = await runScan(on, x, sizes, save, dtype);
   const errors = Object.fromEntries(
     (Object.keys(expected) as (keyof ScanResults)[]).map((k) => [k, relativeError(actual[k], expected[k])]),
   );
   for (const [name, error] of Object.entries(errors)) {
-    expect(error, `${name} at ${JSON.stringify(sizes)}: relative error ${error}`).toBeLessThan(RTOL);
+    expect(error, `${name} at ${JSON.stringify(sizes)}: relative error ${error}`).toBeLessThan(rtol);
   }
 }
 
@@ -157,6 +167,13 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
     } finally {
       plain.destroy();
     }
+  });
+
+  it('takes float16 tensors (f32 inside), every output within one half-precision step of the CPU', async () => {
+    // Both backends round each output once to half precision (a step of 2⁻¹⁰ relative, at most).
+    // Every adapter this runs on has shader-f16: lavapipe, and the H200 through Dawn's toggle (device.ts).
+    expect(G().supportsFloat16, 'this adapter lacks shader-f16').toBe(true);
+    await compare({ batch: 2, dim: 17, len: 300, N: 16 }, 43, true, G(), 'float16', 2e-3);
   });
 
   it('recomputes the chunk states when the forward saved none, with the same results', async () => {

@@ -477,7 +477,7 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
       // 4. Apply: re-run the segment from the state entering it, collecting C·h.
 ${L.states(
   t.group,
-  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // as in step 2
+  `let a = ${load('A', 'aRow + min(n0 + q * GROUP + g, N - 1u)', dtype)} * LOG2E; // as in step 2
         var h = trees[TREE_B + node(q * GROUP + g, seg, r)];
 ${L.steps(
   t.steps,
@@ -521,7 +521,7 @@ ${L.shared(
       var rowDelta = 0.0;
       for (var k = 0u; k < SEGS; k++) { rowDelta += trees[TREE_A + node(0u, k, rr)]; }
       let at = 2u * (((b * params.dim + d0 + rr) * params.blocks + block) * N + i / ROWS);
-      totals[at] = exp(A[(d0 + rr) * N + i / ROWS] * rowDelta);
+      totals[at] = exp(${load('A', '(d0 + rr) * N + i / ROWS', dtype)} * rowDelta);
       totals[at + 1u] = carry[i];
     }
   }`;
@@ -602,7 +602,7 @@ ${L.steps(
       //    multiply, and Π ā over the segment is one exp2 of ΣΔ instead of a product per step.
 ${L.states(
   t.group,
-  `let a = A[aRow + min(n0 + q * GROUP + g, N - 1u)] * LOG2E; // a state past N has B = 0: its h stays 0
+  `let a = ${load('A', 'aRow + min(n0 + q * GROUP + g, N - 1u)', dtype)} * LOG2E; // a state past N has B = 0: its h stays 0
         var tb = 0.0;
 ${L.steps(
   t.steps,
