@@ -9,9 +9,9 @@
  * Thread t of a row's workgroup walks elements t, t + 256, … and each sum over the row is a workgroup
  * tree reduction of the threads' partial sums (workgroup-reduce.ts). The forward reads the row three
  * times, for Σx, for Σ(x − μ)² (two passes: mean x² − μ² loses every digit when |μ| ≫ σ) and to write
- * y, the later reads from the cache (RMSNorm has no Σx). It writes each row's μ and rstd in f32, whatever x's dtype,
- * for the backward, which so never sums the row's x again: it reads the row twice, once for its two
- * sums and once to write dx.
+ * y, the later reads from the cache (RMSNorm has no Σx). It writes each row's μ and rstd in f32,
+ * whatever x's dtype, for the backward, which so never sums the row's x again: it reads the row
+ * twice, once for its two sums and once to write dx.
  *
  * The parameters' gradients, dγ = Σ_rows g·x̂ and dβ = Σ_rows g, are sums down the columns, across
  * the rows' workgroups, which no single workgroup sees. The backward kernel writes g·x̂ beside dx (it

@@ -193,15 +193,15 @@ const NP: u32 = ${paddedStates(t, N)}u;       // N rounded up to whole rounds (t
 const STRIDE: u32 = CHUNK + 1u; // pitch of a tile row, padded so a tile's rows start in different banks`;
 }
 
+/** WGSL's exp(x) is exp2(x·log₂e): the kernels take A times log₂e once and call exp2. */
+export const LOG2E = 'const LOG2E: f32 = 1.4426950408889634;';
+
 /**
  * The trees of segment totals: pair (a, b) of node `pos` of the tree of state g (of the round) and
  * row r is at index `node(g, pos, r)` of its tree's two arrays. Rows are innermost, so neighbouring
  * invocations touch consecutive words. `TreeAt(x, part, i)` spells element i of array `part` of
  * tree x: each kernel keeps its trees in a stretch of a workgroup array that it reuses in turn.
  */
-/** WGSL's exp(x) is exp2(x·log₂e): the kernels take A times log₂e once and call exp2. */
-export const LOG2E = 'const LOG2E: f32 = 1.4426950408889634;';
-
 export type TreeAt = (x: string, part: 'a' | 'b', i: string) => string;
 export const TREE_NODE = 'fn node(g: u32, pos: u32, r: u32) -> u32 { return (g * SEGS + pos) * ROWS + r; }';
 
