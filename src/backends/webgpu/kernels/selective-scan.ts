@@ -47,9 +47,11 @@
  *     cleared to the identity but set to the state entering the chunk, so the down-sweep hands
  *     every segment the actual state h entering it, and the up-sweep's total moves `carry` on.
  *  4. **Apply.** Each invocation re-runs its segment from that state, h_t = ā_t·h_{t−1} + b̄_t,
- *     adding C_t·h_t into its y registers. ā is recomputed rather than kept from step 2: keeping it
- *     (group·steps registers) measured no faster, and registers are what limits how many workgroups
- *     a multiprocessor holds.
+ *     adding C_t·h_t into its y registers. ā is written as computed again, but the compiler sees
+ *     the same exp2 of the same values and keeps step 2's in registers (the H200's machine code
+ *     has 128 exp2 a chunk, not 256): with the rest that is 253 registers per invocation, and so
+ *     two workgroups per multiprocessor. Forcing it to compute ā again saved 13 registers and
+ *     took 0.90 ms against 0.78 (bench/RESULTS.md, seventh session).
  *  5. **Write y**: the split parts of each (row, step) meet in workgroup memory, are added, and go
  *     out coalesced along len.
  *
@@ -60,7 +62,8 @@
  *
  * **Why this shape (measured on an H200).** Through Vulkan each multiprocessor gives its workgroups
  * 64 KB of workgroup memory between them, so a kernel using 42 KB ran one workgroup per
- * multiprocessor: the time doubled from 132 to 264 workgroups. Hence one `tile` array that holds
+ * multiprocessor: the time doubled from 132 to 264 workgroups. (Registers bind the shape below
+ * first: 128 invocations × 253 registers, two workgroups per multiprocessor.) Hence one `tile` array that holds
  * Δ, Δ·u, B, C and later y's parts (22 KB in all), and the trees swept one per invocation (their
  * level-by-level barriers were a third of the time). Long segments beat more of them: 2 × 32 steps
  * ran in 0.97 ms at Mamba's (8, 1536, 4096, 16), 4 × 16 in 1.34 ms; 32 rows × 4 segments of 16
