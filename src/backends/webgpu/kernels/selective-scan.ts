@@ -63,11 +63,11 @@
  * **Why this shape (measured on an H200).** Through Vulkan each multiprocessor gives its workgroups
  * 64 KB of workgroup memory between them, so a kernel using 42 KB ran one workgroup per
  * multiprocessor: the time doubled from 132 to 264 workgroups. (Registers bind the shape below
- * first: 128 invocations × 253 registers, two workgroups per multiprocessor.) Hence one `tile` array that holds
- * Δ, Δ·u, B, C and later y's parts (22 KB in all), and the trees swept one per invocation (their
- * level-by-level barriers were a third of the time). Long segments beat more of them: 2 × 32 steps
- * ran in 0.97 ms at Mamba's (8, 1536, 4096, 16), 4 × 16 in 1.34 ms; 32 rows × 4 segments of 16
- * steps × all 16 states per invocation (the first design) in 1.89 ms.
+ * first: 128 invocations × 253 registers, two workgroups per multiprocessor.) Hence one `tile`
+ * array that holds Δ, Δ·u, B, C and later y's parts (22 KB in all), and the trees swept one per
+ * invocation (their level-by-level barriers were a third of the time). Long segments beat more of
+ * them: 2 × 32 steps ran in 0.97 ms at Mamba's (8, 1536, 4096, 16), 4 × 16 in 1.34 ms; 32 rows × 4
+ * segments of 16 steps × all 16 states per invocation (the first design) in 1.89 ms.
  *
  * Steps past len (a partial last chunk), rows past dim (a partial last tile) and states past N
  * (a partial last round: Δ·B = 0, C = 0) leave the state alone or add nothing, so none needs a
