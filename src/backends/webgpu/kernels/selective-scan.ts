@@ -50,8 +50,8 @@
  *     adding C_t·h_t into its y registers. ā is written as computed again, but the compiler sees
  *     the same exp2 of the same values and keeps step 2's in registers (the H200's machine code
  *     has 128 exp2 a chunk, not 256): with the rest that is 253 registers per invocation, and so
- *     two workgroups per multiprocessor. Forcing it to compute ā again saved 13 registers and
- *     took 0.90 ms against 0.78 (bench/RESULTS.md, seventh session).
+ *     two workgroups per multiprocessor. Forcing it to compute ā again saved 13 registers and,
+ *     on a variant of this kernel, took 0.90 ms against 0.78 (bench/RESULTS.md, seventh session).
  *  5. **Write y**: the split parts of each (row, step) meet in workgroup memory, are added, and go
  *     out coalesced along len.
  *
