@@ -180,13 +180,39 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       expect(() => G().unary('exp', { buffer: h, dtype: 'float32', shape: [10], strides: [1], offset: 0 })).toThrow(/freed/);
     });
 
-    it('refuses float64, reads of the wrong dtype and views past the end, with sentences', async () => {
+    it('refuses float64, reads of the wrong dtype and views past either end, with sentences', async () => {
       expect(() => G().full(4, 0, 'float64')).toThrow(/float64 is CPU-only/);
       expect(() => G().upload(new Float64Array(4), 'float64')).toThrow(/float64 is CPU-only/);
       const h = G().full(4, 0, 'float32');
       await expect(G().read(h, 'int32', 0, 4)).rejects.toThrow(/holds float32/);
       expect(() => G().unary('neg', { buffer: h, dtype: 'float32', shape: [5], strides: [1], offset: 0 })).toThrow(/5 are needed/);
+      expect(() => G().unary('neg', { buffer: h, dtype: 'float32', shape: [4], strides: [-1], offset: 3 })).toThrow(/reaches below/);
       G().free(h);
+    });
+
+    it("refuses operands that do not fit the kernel: a bias not of the product's width, attention of unlike shapes", () => {
+      const view = (shape: number[]) => {
+        const strides = shape.map((_, k) => shape.slice(k + 1).reduce((p, n) => p * n, 1));
+        return {
+          buffer: G().full(
+            Math.max(
+              1,
+              shape.reduce((p, n) => p * n, 1),
+            ),
+            0,
+            'float32',
+          ),
+          dtype: 'float32' as const,
+          shape,
+          strides,
+          offset: 0,
+        };
+      };
+      const [a, b, bias] = [view([1, 2, 3]), view([1, 3, 4]), view([1])];
+      expect(() => G().matmul(a, b, bias)).toThrow('matmul: the bias must be (4) of float32, got [1] of float32.');
+      const [q, k] = [view([1, 2, 5, 8]), view([1, 2, 4, 8])];
+      expect(() => G().causalAttention(q, k, k, 1)).toThrow(/causalAttention: q \[1, 2, 5, 8\], k \[1, 2, 4, 8\]/);
+      for (const v of [a, b, bias, q, k]) G().free(v.buffer);
     });
 
     it('turns a GPU error, reported after the fact, into a JS Error naming the op', async () => {
@@ -736,6 +762,12 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
       }
     });
 
+    it('gives rows of no classes lse = −∞, and loss 0 where the target is ignored', async () => {
+      const [x, t] = [upload([], 'float32'), upload([-100, -100, -100], 'int32')];
+      await check('lse 3x0', 'float32', (b, s) => crossEntropyOutput(b, 'lse', s(x), s(t), 3, 0), { rtol: 0, atol: 0 });
+      await check('loss 3x0', 'float32', (b, s) => crossEntropyOutput(b, 'loss', s(x), s(t), 3, 0), { rtol: 0, atol: 0 });
+    });
+
     it('turns an out-of-range target into NaN (the CPU throws)', async () => {
       const x = random(2 * 4, 24);
       const t = G().upload(new Int32Array([1, 9]), 'int32');
@@ -967,6 +999,7 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
 
     it('normalises rows (LayerNorm, RMSNorm) and gives their gradients, with and without γ and β', async () => {
       for (const [rows, dim] of [
+        [2, 0], // rows of no elements: μ and rstd NaN
         [1, 1],
         [3, 7],
         [5, 33],

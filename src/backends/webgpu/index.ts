@@ -278,6 +278,9 @@ export class WebGpuBackend implements Backend {
     }
     const [batch, M] = a.shape as [number, number, number];
     const N = b.shape[2] as number;
+    if (bias && (bias.shape.length !== 1 || bias.shape[0] !== N || bias.dtype !== a.dtype)) {
+      throw new Error(`matmul: the bias must be (${N}) of ${a.dtype}, got [${bias.shape.join(', ')}] of ${bias.dtype}.`);
+    }
     const [A, B, C] = [this.operand(a, 'matmul'), this.operand(b, 'matmul'), bias ? this.operand(bias, 'matmul') : null];
     const out = this.alloc('matmul', batch * M * N, a.dtype, batch === 1); // 2-D products are written in windows
     const device = { pool: this.pool, bindable: this.gpu.bindableBytes, offsetAlign: this.gpu.limits.minStorageBufferOffsetAlignment };
@@ -417,10 +420,17 @@ export class WebGpuBackend implements Backend {
   causalAttention(q: View, k: View, v: View, scale: number): { out: BufferHandle; lse: BufferHandle } {
     const op = 'causalAttention';
     const [batch, heads, lq, dh] = q.shape as [number, number, number, number];
+    const lk = k.shape[2] as number;
+    const kv = [batch, heads, lk, dh].join(', ');
+    if (k.shape.join(', ') !== kv || v.shape.join(', ') !== kv || lq > lk || dh === 0 || k.dtype !== q.dtype || v.dtype !== q.dtype) {
+      throw new Error(
+        `${op}: q [${q.shape.join(', ')}], k [${k.shape.join(', ')}], v [${v.shape.join(', ')}] are not (batch, heads, Lq ≤ Lk, dh ≥ 1) of one dtype.`,
+      );
+    }
     const out = this.alloc(op, batch * heads * lq * dh, q.dtype);
     const lse = this.alloc(op, batch * heads * lq, q.dtype);
     const inputs = [this.operand(q, op), this.operand(k, op), this.operand(v, op)] as const;
-    const sizes = { batch, heads, lq, lk: k.shape[2] as number, dh };
+    const sizes = { batch, heads, lq, lk, dh };
     runCausalAttention(this.exec, inputs, sizes, scale, kernelDevice(this.gpu), { out: out.pooled, lse: lse.pooled });
     return { out, lse };
   }
@@ -484,6 +494,13 @@ export class WebGpuBackend implements Backend {
 
   /** A view as a kernel operand, checked to be live, of its dtype, within its buffer and bindable. */
   private operand(view: View, op: string): Operand {
+    // Kernels index from the offset upwards, unchecked (device.ts: robustness is off), so the extent
+    // below must be the whole range a view reaches.
+    if (view.offset < 0 || view.strides.some((s) => s < 0)) {
+      throw new Error(
+        `${op}: a view with offset ${view.offset} and strides [${view.strides.join(', ')}] reaches below its buffer's start.`,
+      );
+    }
     const b = gpuBufferOf(view.buffer, op, extent(view), view.dtype);
     if (b.bytes > this.gpu.bindableBytes) throw new Error(tooLargeToBind(op, 'an operand', b.bytes, this.gpu.bindableBytes));
     return { buffer: b.pooled, dtype: view.dtype, strides: view.strides, offset: view.offset };

@@ -83,7 +83,8 @@ function forwardKernel(kind: NormKind, dtype: DType, weight: boolean, bias: bool
     // constant exactly and x − μ = 0, whatever the division's accuracy (WGSL allows 2.5 ulp; an H200
     // was an ulp off, which a constant row's rstd = 1/√ε magnifies 316 times).
     const mean = layer
-      ? `let origin = ${load('x', 'base', dtype)};
+      ? `var origin = 0.0; // x₀, read only where the row has one
+  if (params.dim > 0u) { origin = ${load('x', 'base', dtype)}; }
   var sum = 0.0;
   ${EACH} { sum += ${x} - origin; }
   let mu = origin + workgroupSum(sum, lid) / n;`
