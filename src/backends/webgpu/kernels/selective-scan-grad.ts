@@ -18,8 +18,8 @@
  *
  * ## One chunk (chunks from last to first)
  *
- *  1. Stage Δ and u of the tile (coalesced), copy each invocation's segment to registers; then dy
- *     the same way; per round, stage B and C of its states over the chunk.
+ *  1. Stage Δ, u and dy of the tile (coalesced, one barrier), copy each invocation's segment of
+ *     each to registers; per round, stage B and C of its states over the chunk.
  *  2. Local totals, both directions, from one exp per step, kept (ā for step 4): the forward pair
  *     (Π ā, state from 0) as in the forward, and the reverse map (Π ā, q reached from 0) composed
  *     toward the start.
@@ -55,7 +55,7 @@
  * the subgroup sums. Variants that dropped the row sums altogether (wrong results) gave a floor of
  * 2.31 ms. Summing with `subgroupAdd` instead, one chain of five shuffles per term, took 8.5 ms.
  *
- * Δ and u, dy, the trees, the tables and du, dΔ take turns in one `scratch` array; with subgroup
+ * Δ, u and dy, the trees, the tables and du, dΔ take turns in one `scratch` array; with subgroup
  * sums it holds 33 KB, the other arrays 14 KB, of the 48 KB WebGPU grants. This tiling measured best
  * of those tried, though it leaves one workgroup per multiprocessor (see the forward's "Why this
  * shape"), bound by registers as well: one part (24 KB, two workgroups) took 3.9 ms against 3.5, and
@@ -142,11 +142,11 @@ const laneRows = (t: ScanTiling, device: KernelDevice): number => Math.min(devic
 const tableFloats = (t: ScanTiling, width: number): number => (t.rows === width ? 0 : t.split * 2 * CHUNK_LEN * (t.rows / width + 1));
 
 /**
- * Floats of the `scratch` array: Δ and u of the tile (dy follows in the same place); the four trees
- * of a round; the row sums' tables of one state; or du, dΔ of each part — whichever is largest.
+ * Floats of the `scratch` array: Δ, u and dy of the tile; the four trees of a round; the row sums'
+ * tables of one state; or du, dΔ of each part — whichever is largest.
  */
 function scratchFloats(t: ScanTiling, width: number): number {
-  const stage = 2 * t.rows * STRIDE;
+  const stage = 3 * t.rows * STRIDE;
   const trees = 4 * t.split * t.group * t.segs * t.rows;
   const parts = 2 * t.split * t.rows * STRIDE;
   return Math.max(stage, trees, tableFloats(t, width), parts);
@@ -311,32 +311,21 @@ ${TILE_PROLOGUE}
   for (var k = cBegin; k < cEnd; k++) {
     let c = cBegin + cEnd - 1u - k; // from the block's last chunk to its first
     let t0 = c * CHUNK;
-    // 1. Stage Δ and u along len, take this invocation's segment into registers; then dy likewise.
+    // 1. Stage Δ, u and dy along len, then take this invocation's segment of each into registers.
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
   `${TILE_ITEM}
       scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('delta', 'at', dtype)}, inside);
-      scratch[ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('u', 'at', dtype)}, inside);`,
+      scratch[ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('u', 'at', dtype)}, inside);
+      scratch[2u * ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
 )}
     workgroupBarrier();
 ${L.steps(
   t.steps,
   (j) => `dt[${j}] = scratch[r * STRIDE + first + ${j}];
-      uu[${j}] = scratch[ROWS * STRIDE + r * STRIDE + first + ${j}];`,
-  '    ',
-)}
-    workgroupBarrier();
-${L.shared(
-  t.rows * CHUNK_LEN,
-  threads,
-  `${TILE_ITEM}
-      scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
-)}
-    workgroupBarrier();
-${L.steps(
-  t.steps,
-  (j) => `gy[${j}] = scratch[r * STRIDE + first + ${j}];
+      uu[${j}] = scratch[ROWS * STRIDE + r * STRIDE + first + ${j}];
+      gy[${j}] = scratch[2u * ROWS * STRIDE + r * STRIDE + first + ${j}];
       gu[${j}] = 0.0;
       gdelta[${j}] = 0.0;`,
   '    ',
