@@ -21,7 +21,7 @@ import { ELEMENTWISE_ELEMENTS, ELEMENTWISE_WORKGROUP } from '../src/backends/web
 import { profileLabel } from '../src/backends/webgpu/profiler.js';
 import type { DType, TypedArray } from '../src/tensor/dtype.js';
 import { pcgHash, uniformAt } from '../src/tensor/random.js';
-import { contiguousStrides } from '../src/tensor/shape.js';
+import { contiguousStrides, sizeOf } from '../src/tensor/shape.js';
 import { openWebGpu } from './webgpu-available.js';
 
 const cpu = new CpuBackend();
@@ -191,28 +191,11 @@ describe.skipIf(webgpu.skip)('WebGPU backend vs the CPU backend', () => {
     });
 
     it("refuses operands that do not fit the kernel: a bias not of the product's width, attention of unlike shapes", () => {
-      const view = (shape: number[]) => {
-        const strides = shape.map((_, k) => shape.slice(k + 1).reduce((p, n) => p * n, 1));
-        return {
-          buffer: G().full(
-            Math.max(
-              1,
-              shape.reduce((p, n) => p * n, 1),
-            ),
-            0,
-            'float32',
-          ),
-          dtype: 'float32' as const,
-          shape,
-          strides,
-          offset: 0,
-        };
-      };
-      const [a, b, bias] = [view([1, 2, 3]), view([1, 3, 4]), view([1])];
-      expect(() => G().matmul(a, b, bias)).toThrow('matmul: the bias must be (4) of float32, got [1] of float32.');
-      const [q, k] = [view([1, 2, 5, 8]), view([1, 2, 4, 8])];
+      const gpuView = (shape: number[], seed: number) => view(random(sizeOf(shape), seed), shape).gpu;
+      const [a, b] = [gpuView([1, 2, 3], 60), gpuView([1, 3, 4], 61)];
+      expect(() => G().matmul(a, b, gpuView([1], 62))).toThrow('matmul: the bias must be (4) of float32, got [1] of float32.');
+      const [q, k] = [gpuView([1, 2, 5, 8], 63), gpuView([1, 2, 4, 8], 64)];
       expect(() => G().causalAttention(q, k, k, 1)).toThrow(/causalAttention: q \[1, 2, 5, 8\], k \[1, 2, 4, 8\]/);
-      for (const v of [a, b, bias, q, k]) G().free(v.buffer);
     });
 
     it('turns a GPU error, reported after the fact, into a JS Error naming the op', async () => {

@@ -92,15 +92,15 @@ const TIMESTAMP_QUANTIZATION_TOGGLE = 'timestamp_quantization';
 
 /**
  * WebGPU promises that no index reaches outside its array, and Dawn keeps that promise by clamping
- * every index into every array a kernel touches: storage buffers, workgroup memory, local arrays.
- * A browser must, as its shaders come from any web page; our kernels are all our own, and each
+ * every index into every array a kernel touches: storage buffers, workgroup memory, local arrays. A
+ * browser needs that, as its shaders come from any web page; our kernels are all our own, and each
  * keeps its own indices in bounds (stores behind the check that makes them valid, loads past an
  * edge at a clamped index, as the selective scan's staging does). The clamps cost a minimum per
- * access and registers: on an H200 the selective scan took 0.72 ms instead of 0.80 without them,
- * its backward 2.42 ms instead of 2.72 (bench/RESULTS.md, eighth session). So they are turned off,
- * as CUDA has none either. The price: a kernel that did index out of bounds would read garbage or
- * overwrite a neighbouring buffer instead of an element of its own, so every kernel's accesses
- * were checked for it, and the tests run this way too.
+ * access and registers: on an H200 the selective scan took 0.71–0.74 ms instead of 0.79–0.82
+ * without them, its backward 2.40–2.46 ms instead of 2.71–2.76 (bench/RESULTS.md, eighth session).
+ * So they are turned off, as CUDA has none either. The price: a kernel that did index out of bounds
+ * would read garbage or overwrite a neighbouring buffer instead of an element of its own, so every
+ * kernel's accesses were checked for it, and the tests run this way too.
  */
 const ROBUSTNESS_TOGGLE = 'disable_robustness';
 
