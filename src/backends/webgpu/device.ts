@@ -100,7 +100,9 @@ const TIMESTAMP_QUANTIZATION_TOGGLE = 'timestamp_quantization';
  * without them, its backward 2.40–2.46 ms instead of 2.71–2.76 (bench/RESULTS.md, eighth session).
  * So they are turned off, as CUDA has none either. The price: a kernel that did index out of bounds
  * would read garbage or overwrite a neighbouring buffer instead of an element of its own, so every
- * kernel's accesses were checked for it, and the tests run this way too.
+ * kernel's accesses were checked for it, and the tests run this way too. To have the clamps back,
+ * e.g. to tell a suspected out-of-bounds index from another bug, run with
+ * `WEBGPU_FLAGS=disable-dawn-features=disable_robustness` (Dawn's disable list wins).
  */
 const ROBUSTNESS_TOGGLE = 'disable_robustness';
 
