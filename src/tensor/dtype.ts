@@ -58,7 +58,8 @@ export const isFloat = (dtype: DType): boolean => dtype !== 'int32';
 
 /**
  * The dtype kernels compute `dtype` in, and so the one to keep an intermediate in that one kernel
- * hands to another (cross-entropy's per-row log-sum-exp, a norm's μ and rstd): float16 widens to float32 (it is a storage
- * format, too coarse for values that feed more arithmetic); float32 and float64 are their own.
+ * hands to another (cross-entropy's per-row log-sum-exp, a norm's μ and rstd): float16 widens to
+ * float32 (it is a storage format, too coarse for values that feed more arithmetic); float32 and
+ * float64 are their own.
  */
 export const computeDtype = (dtype: DType): DType => (dtype === 'float16' ? 'float32' : dtype);

@@ -20,7 +20,7 @@
 
 import { Float16Array } from '@petamoriken/float16';
 import { BYTES_PER_ELEMENT, type DType, type TypedArray, toTypedArray } from '../../tensor/dtype.js';
-import { contiguousStrides, sizeOf } from '../../tensor/shape.js';
+import { contiguousStrides, shapesEqual, shapeToString, sizeOf } from '../../tensor/shape.js';
 import type {
   AdamScalars,
   Backend,
@@ -279,7 +279,7 @@ export class WebGpuBackend implements Backend {
     const [batch, M] = a.shape as [number, number, number];
     const N = b.shape[2] as number;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== N || bias.dtype !== a.dtype)) {
-      throw new Error(`matmul: the bias must be (${N}) of ${a.dtype}, got [${bias.shape.join(', ')}] of ${bias.dtype}.`);
+      throw new Error(`matmul: the bias must be (${N}) of ${a.dtype}, got ${shapeToString(bias.shape)} of ${bias.dtype}.`);
     }
     const [A, B, C] = [this.operand(a, 'matmul'), this.operand(b, 'matmul'), bias ? this.operand(bias, 'matmul') : null];
     const out = this.alloc('matmul', batch * M * N, a.dtype, batch === 1); // 2-D products are written in windows
@@ -421,11 +421,10 @@ export class WebGpuBackend implements Backend {
     const op = 'causalAttention';
     const [batch, heads, lq, dh] = q.shape as [number, number, number, number];
     const lk = k.shape[2] as number;
-    const kv = [batch, heads, lk, dh].join(', ');
-    if (k.shape.join(', ') !== kv || v.shape.join(', ') !== kv || lq > lk || dh === 0 || k.dtype !== q.dtype || v.dtype !== q.dtype) {
-      throw new Error(
-        `${op}: q [${q.shape.join(', ')}], k [${k.shape.join(', ')}], v [${v.shape.join(', ')}] are not (batch, heads, Lq ≤ Lk, dh ≥ 1) of one dtype.`,
-      );
+    const kv = [batch, heads, lk, dh];
+    if (!shapesEqual(k.shape, kv) || !shapesEqual(v.shape, kv) || lq > lk || dh === 0 || k.dtype !== q.dtype || v.dtype !== q.dtype) {
+      const [qs, ks, vs] = [q, k, v].map((x) => shapeToString(x.shape));
+      throw new Error(`${op}: q ${qs}, k ${ks}, v ${vs} are not (batch, heads, Lq ≤ Lk, dh ≥ 1) of one dtype.`);
     }
     const out = this.alloc(op, batch * heads * lq * dh, q.dtype);
     const lse = this.alloc(op, batch * heads * lq, q.dtype);
@@ -498,7 +497,7 @@ export class WebGpuBackend implements Backend {
     // below must be the whole range a view reaches.
     if (view.offset < 0 || view.strides.some((s) => s < 0)) {
       throw new Error(
-        `${op}: a view with offset ${view.offset} and strides [${view.strides.join(', ')}] reaches below its buffer's start.`,
+        `${op}: a view with offset ${view.offset} and strides ${shapeToString(view.strides)} reaches below its buffer's start.`,
       );
     }
     const b = gpuBufferOf(view.buffer, op, extent(view), view.dtype);

@@ -266,7 +266,7 @@ const GROUPS: u32 = ROWS / LANE_ROWS; // subgroups per tile row set, whose sums 
 const PITCH: u32 = GROUPS + 1u;      // the tables are (part, dB or dC, step, group), this pitch (odd: no bank conflicts)
 ${TREE_NODE}
 
-// One chunk's Δ and u, then its dy; then a round's trees${tables ? "; then the tables of one state's row sums" : ''};
+// One chunk's Δ, u and dy; then a round's trees${tables ? "; then the tables of one state's row sums" : ''};
 // at the end of the chunk du, dΔ of each part: one array, as side by side they would not fit the
 // 48 KB of workgroup memory WebGPU grants.
 var<workgroup> scratch: array<f32, ${scratchFloats(t, width)}>;
