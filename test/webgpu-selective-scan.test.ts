@@ -1,26 +1,29 @@
 /**
- * The WebGPU selective scan (kernels/selective-scan.ts, kernels/selective-scan-grad.ts) against the
- * CPU's sequential definition (cpu/selective-scan.ts): y, the last state and all five gradients, on
- * seeded random inputs shaped like Mamba's (A = −exp(randn) < 0, Δ = softplus(randn) > 0).
+ * The WebGPU selective scan (kernels/selective-scan*.ts) against the CPU's sequential definition
+ * (cpu/selective-scan.ts): y, the last state and all five gradients, on seeded random inputs shaped
+ * like Mamba's (A = −exp(randn) < 0, Δ = softplus(randn) > 0).
  *
  * The sizes cover one step, a chunk's worth and less, several chunks with a partial last one (1000,
  * 4097), N = 1, 7, 16 and 64 (several rounds of states, and rounds cut short by N), tiles cut short
  * by dim, several tiles per batch, and more rows than 65535. Rows whose tiles are too few to fill a
- * GPU are cut into blocks of chunks, forward and backward (most sizes here); the sizes with 256 tiles
- * or more run each row as one block. One case takes float16 tensors. (More than 65535 *workgroups*
- * would take 16·65535 rows here, a minute on lavapipe; the executor's folding of large grids is
- * tested in webgpu-backend.test.ts.)
+ * GPU are cut into blocks of chunks, forward and backward (most sizes here); the sizes with 256
+ * tiles or more run each row as one block, and those with 384 tiles of 32 rows or more go through
+ * the sequential forward (kernels/selective-scan-sequential.ts). Two cases take float16 tensors.
+ * (More than 65535 *workgroups* would take 16·65535 rows here, a minute on lavapipe; the executor's
+ * folding of large grids is tested in webgpu-backend.test.ts.)
  *
  * Errors are measured per output as max |gpu − cpu| / max |cpu|: the GPU works in f32 and sums in a
  * different order (a tree over segments, then over tiles), so a single near-zero element may differ
- * relatively much while nothing is wrong. Without a GPU this needs Mesa's lavapipe (`npm run setup`);
- * with no adapter the suite is skipped with the reason printed, except under CI=true, where it fails.
+ * relatively much while nothing is wrong. Without a GPU this needs Mesa's lavapipe
+ * (`npm run setup`); with no adapter the suite is skipped with the reason printed, except under
+ * CI=true, where it fails.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, BufferHandle, ScanInputs, ScanSizes } from '../src/backends/backend.js';
 import { CpuBackend } from '../src/backends/cpu/index.js';
 import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { chunkStatesSize } from '../src/backends/webgpu/kernels/selective-scan.js';
+import { sequentialFits } from '../src/backends/webgpu/kernels/selective-scan-sequential.js';
 import { normalAt, pcgHash } from '../src/tensor/random.js';
 import { openWebGpu } from './webgpu-available.js';
 
@@ -202,6 +205,20 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
 
   it('runs each row as one block when the tiles fill the GPU', async () => {
     await compare({ batch: 2, dim: 4100, len: 130, N: 4 }, 41); // 514 tiles of 16 rows (258 of 32), 3 chunks each
+  });
+
+  it.each([
+    { batch: 3, dim: 4097, len: 70, N: 16 }, // 387 tiles of 32, the last of each batch one row; 5 pieces, the last 6 steps; 2 chunk states
+    { batch: 1, dim: 12300, len: 33, N: 5 }, // 5 states over 4 parts of 2; the last tile 12 rows
+    { batch: 1, dim: 12289, len: 3, N: 64 }, // 16 states per invocation, 21 KB of workgroup memory
+  ])('walks each row in one sequential pass when the rows fill the GPU, at %o', async (sizes) => {
+    // Every adapter this runs on (lavapipe, the H200) has at least 32 KB of workgroup memory.
+    expect(sequentialFits(sizes, { maxSharedBytes: 32768, unroll: false, subgroupSize: 1 })).toBe(true);
+    await compare(sizes, 47);
+  });
+
+  it('walks float16 tensors in one pass too (f32 inside)', async () => {
+    await compare({ batch: 3, dim: 4097, len: 20, N: 16 }, 53, true, G(), 'float16', 2e-3);
   });
 
   it('handles more rows than 65535', async () => {

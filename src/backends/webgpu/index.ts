@@ -53,6 +53,7 @@ import { runRandom } from './kernels/random.js';
 import { runReduce } from './kernels/reduce.js';
 import { chunkStatesSize, runSelectiveScan, scanBuffers } from './kernels/selective-scan.js';
 import { runSelectiveScanGrad } from './kernels/selective-scan-grad.js';
+import { runSequentialScan, sequentialFits } from './kernels/selective-scan-sequential.js';
 import { runSoftmax } from './kernels/softmax.js';
 import type { ProfileRow } from './profiler.js';
 import { kernelDevice, storageType } from './wgsl.js';
@@ -445,7 +446,9 @@ export class WebGpuBackend implements Backend {
     // The chunk states are the backward's, so always f32 (see kernels/selective-scan.ts).
     const saved = save ? this.alloc(op, chunkStatesSize(sizes), 'float32') : null;
     const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
-    runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, kernelDevice(this.gpu), out);
+    const device = kernelDevice(this.gpu);
+    if (sequentialFits(sizes, device)) runSequentialScan(this.exec, buffers, dtype, sizes, device, out);
+    else runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, device, out);
     return saved ? { y, lastState, saved } : { y, lastState };
   }
 

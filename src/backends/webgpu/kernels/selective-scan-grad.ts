@@ -111,10 +111,10 @@ import {
   STRIDE,
   scanParams,
   stateInput,
-  TILE_ITEM,
   TILE_PROLOGUE,
   TREE_NODE,
   type TreeAt,
+  tileItem,
   tilingConstants,
   tilingKey,
   upSweep,
@@ -315,7 +315,7 @@ ${TILE_PROLOGUE}
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `${TILE_ITEM}
+  `${tileItem('CHUNK')}
       scratch[rr * STRIDE + i % CHUNK] = select(0.0, ${load('delta', 'at', dtype)}, inside);
       scratch[ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('u', 'at', dtype)}, inside);
       scratch[2u * ROWS * STRIDE + rr * STRIDE + i % CHUNK] = select(0.0, ${load('dy', 'at', dtype)}, inside);`,
@@ -444,7 +444,7 @@ ${L.steps(
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `${TILE_ITEM}
+  `${tileItem('CHUNK')}
       if (inside) {
         var sumU = 0.0;
         var sumDelta = 0.0;

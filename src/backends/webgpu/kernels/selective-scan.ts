@@ -96,6 +96,15 @@
  * The first pass is half a scan (one exp per step, no C, no y), so a row costs 1.5 scans' work
  * spread over `blocks` times as many workgroups. Rows that fill the GPU run as one block, as before.
  *
+ * ## Many rows: the sequential walk instead
+ *
+ * What the segments of a chunk buy is parallelism along len, paid for with the second pass over
+ * every step and the registers that keep ā for it. With rows enough for three or more workgroups of
+ * 32 rows per multiprocessor, the rows alone keep the GPU busy, and `selective-scan-sequential.ts`,
+ * which walks each row's steps in order in one pass, is faster (0.58 against 0.70 ms at Mamba's
+ * (8, 1536, 4096, 16) on an H200). The backend picks it by `sequentialFits`; the backward reads the
+ * chunk states either forward saves.
+ *
  * ## What the backward gets
  *
  * The state entering every chunk, `chunkStates` (batch, dim, nChunks, N), f32, when asked for: the
@@ -362,13 +371,14 @@ export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIn
   let aRow = min(d, params.dim - 1u) * N;`;
 
 /**
- * Item i of the tile's chunk (from step t0) of a (batch, dim, len) array — Δ, u, dy, or y, du, dΔ:
- * its row rr and step t, the index `at` of [b, d0 + rr, t] clamped into the array, and whether that
- * is `inside` dim and len. Staging loads at the clamped index and drops what is outside (0: the
- * identity step); results are written only inside. Shared by both kernels.
+ * Item i of the tile's `steps` steps from t0 (a chunk, or the sequential pass's piece) of a (batch,
+ * dim, len) array — Δ, u, dy, or y, du, dΔ: its row rr and step t, the index `at` of [b, d0 + rr, t]
+ * clamped into the array, and whether that is `inside` dim and len. Staging loads at the clamped
+ * index and drops what is outside (0: the identity step); results are written only inside. Shared
+ * by the scan kernels.
  */
-export const TILE_ITEM = `let rr = i / CHUNK;
-      let t = t0 + i % CHUNK;
+export const tileItem = (steps: string): string => `let rr = i / ${steps};
+      let t = t0 + i % ${steps};
       let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
       let inside = d0 + rr < params.dim && t < params.len;`;
 
@@ -442,6 +452,17 @@ function forwardTileFloats(t: ScanTiling, withY: boolean): number {
   return withY ? Math.max(stage, t.split * t.rows * STRIDE) : stage;
 }
 
+/** The bindings of a forward that writes y: the five inputs, y and lastState (the chunk states go at 7). */
+export const forwardBindings = (dtype: DType): string[] => [
+  storageBinding(0, 'u', 'read', dtype),
+  storageBinding(1, 'delta', 'read', dtype),
+  storageBinding(2, 'A', 'read', dtype),
+  storageBinding(3, 'B', 'read', dtype),
+  storageBinding(4, 'C', 'read', dtype),
+  storageBinding(5, 'y', 'read_write', dtype),
+  storageBinding(6, 'lastState', 'read_write', dtype),
+];
+
 function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode: ForwardMode): string {
   const L = new Loops(t.unroll);
   const withY = mode === 'y' || mode === 'y+states';
@@ -449,15 +470,7 @@ function forwardSource(key: string, dtype: DType, N: number, t: ScanTiling, mode
   const totals = mode === 'totals';
   const statesBinding = withY ? 7 : 4;
   const bindings = withY
-    ? [
-        storageBinding(0, 'u', 'read', dtype),
-        storageBinding(1, 'delta', 'read', dtype),
-        storageBinding(2, 'A', 'read', dtype),
-        storageBinding(3, 'B', 'read', dtype),
-        storageBinding(4, 'C', 'read', dtype),
-        storageBinding(5, 'y', 'read_write', dtype),
-        storageBinding(6, 'lastState', 'read_write', dtype),
-      ]
+    ? forwardBindings(dtype)
     : [
         storageBinding(0, 'u', 'read', dtype),
         storageBinding(1, 'delta', 'read', dtype),
@@ -499,7 +512,7 @@ ${L.steps(t.steps, (j) => `tile[(q * ROWS + r) * STRIDE + first + ${j}] = acc[${
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `${TILE_ITEM}
+  `${tileItem('CHUNK')}
       var sum = 0.0;
       for (var k = 0u; k < SPLIT; k++) { sum += tile[(k * ROWS + rr) * STRIDE + i % CHUNK]; }
       if (inside) { ${store('y', 'at', 'sum', dtype)} }`,
@@ -579,7 +592,7 @@ ${totals ? '  var deltaSum = 0.0;         // Σ Δ over this segment in every ch
 ${L.shared(
   t.rows * CHUNK_LEN,
   threads,
-  `${TILE_ITEM}
+  `${tileItem('CHUNK')}
       let stepDelta = select(0.0, ${load('delta', 'at', dtype)}, inside);
       tile[rr * STRIDE + i % CHUNK] = stepDelta;
       tile[TILE_DU + rr * STRIDE + i % CHUNK] = stepDelta * select(0.0, ${load('u', 'at', dtype)}, inside);`,
