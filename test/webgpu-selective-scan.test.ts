@@ -213,8 +213,14 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
     { batch: 1, dim: 12289, len: 3, N: 64 }, // 16 states per invocation, 21 KB of workgroup memory
   ])('walks each row in one sequential pass when the rows fill the GPU, at %o', async (sizes) => {
     // Every adapter this runs on (lavapipe, the H200) has at least 32 KB of workgroup memory.
-    expect(sequentialFits(sizes, { maxSharedBytes: 32768, unroll: false, subgroupSize: 1 })).toBe(true);
+    const device = { maxSharedBytes: 32768, unroll: false, subgroupSize: 1 };
+    expect(sequentialFits(sizes, device)).toBe(true);
+    expect(sequentialFits({ ...sizes, N: 0 }, device), 'N = 0 is left to the chunked runner (y = 0)').toBe(false);
     await compare(sizes, 47);
+  });
+
+  it('gives y = 0 for rows enough for the sequential pass but no states', async () => {
+    await compare({ batch: 1, dim: 12289, len: 3, N: 0 }, 59);
   });
 
   it('walks float16 tensors in one pass too (f32 inside)', async () => {

@@ -85,9 +85,12 @@ const tiles = ({ batch, dim }: ScanSizes): number => batch * Math.ceil(dim / ROW
  */
 const MIN_TILES = 384;
 
-/** Whether the sequential walk is the forward for these sizes on this device (see MIN_TILES). */
+/**
+ * Whether the sequential walk is the forward for these sizes on this device (see MIN_TILES). Not
+ * for N = 0 or len = 0: the work-efficient scan's runner handles those (y = 0, or nothing to do).
+ */
 export const sequentialFits = (sizes: ScanSizes, device: KernelDevice): boolean =>
-  sizes.len > 0 && tiles(sizes) >= MIN_TILES && sharedBytes(sizes.N) <= device.maxSharedBytes;
+  sizes.len > 0 && sizes.N > 0 && tiles(sizes) >= MIN_TILES && sharedBytes(sizes.N) <= device.maxSharedBytes;
 
 type Field = keyof ScanParams & string;
 const params = new ParamStruct<Field>(SCAN_FIELDS);
