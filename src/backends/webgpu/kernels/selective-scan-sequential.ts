@@ -52,6 +52,7 @@ import { ParamStruct } from '../params.js';
 import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import {
   CHUNK_LEN,
+  forwardAccess,
   forwardBindings,
   LOG2E,
   Loops,
@@ -100,17 +101,12 @@ function sequentialKernel(dtype: DType, N: number, unroll: boolean, saveStates: 
   const key = `selectiveScan sequential ${dtype} N=${N}${saveStates ? ' +states' : ''}${unroll ? '' : ' loops'}`;
   let kernel = kernels.get(key);
   if (!kernel) {
-    const bindings: Kernel['bindings'] = [
-      'read',
-      'read',
-      'read',
-      'read',
-      'read',
-      'write',
-      'write',
-      ...(saveStates ? (['write'] as const) : []),
-    ];
-    kernel = { key, bindings, params, source: () => sequentialSource(key, dtype, N, new Loops(unroll), saveStates) };
+    kernel = {
+      key,
+      bindings: forwardAccess(saveStates),
+      params,
+      source: () => sequentialSource(key, dtype, N, new Loops(unroll), saveStates),
+    };
     kernels.set(key, kernel);
   }
   return kernel;

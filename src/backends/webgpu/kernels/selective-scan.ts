@@ -439,7 +439,7 @@ function forwardKernel(dtype: DType, N: number, t: ScanTiling, mode: ForwardMode
     const bindings: Kernel['bindings'] =
       mode === 'states' || mode === 'totals'
         ? ['read', 'read', 'read', 'read', 'write'] // u, delta, A, B → chunkStates or totals
-        : ['read', 'read', 'read', 'read', 'read', 'write', 'write', ...(mode === 'y+states' ? (['write'] as const) : [])];
+        : forwardAccess(mode === 'y+states');
     kernel = { key, bindings, params, source: () => forwardSource(key, dtype, N, t, mode) };
     kernels.set(key, kernel);
   }
@@ -451,6 +451,12 @@ function forwardTileFloats(t: ScanTiling, withY: boolean): number {
   const stage = (2 * t.rows + (withY ? 2 : 1) * t.split * t.group) * STRIDE;
   return withY ? Math.max(stage, t.split * t.rows * STRIDE) : stage;
 }
+
+/** How a forward that writes y uses its bindings (`forwardBindings`), with the chunk states after them when saved. */
+export const forwardAccess = (saveStates: boolean): Kernel['bindings'] => [
+  ...(['read', 'read', 'read', 'read', 'read', 'write', 'write'] as const),
+  ...(saveStates ? (['write'] as const) : []),
+];
 
 /** The bindings of a forward that writes y: the five inputs, y and lastState (the chunk states go at 7). */
 export const forwardBindings = (dtype: DType): string[] => [
