@@ -8,7 +8,8 @@
  * by dim, several tiles per batch, and more rows than 65535. Rows whose tiles are too few to fill a
  * GPU are cut into blocks of chunks, forward and backward (most sizes here); the sizes with 256
  * tiles or more run each row as one block, and those with 384 tiles of 32 rows or more go through
- * the sequential forward (kernels/selective-scan-sequential.ts). Two cases take float16 tensors.
+ * the sequential pair (kernels/selective-scan-sequential*.ts), with and without saved states and
+ * subgroup operations. Two cases take float16 tensors.
  * (More than 65535 *workgroups* would take 16·65535 rows here, a minute on lavapipe; the executor's
  * folding of large grids is tested in webgpu-backend.test.ts.)
  *
@@ -23,7 +24,8 @@ import type { Backend, BufferHandle, ScanInputs, ScanSizes } from '../src/backen
 import { CpuBackend } from '../src/backends/cpu/index.js';
 import { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { chunkStatesSize } from '../src/backends/webgpu/kernels/selective-scan.js';
-import { sequentialFits } from '../src/backends/webgpu/kernels/selective-scan-sequential.js';
+import { pieceStatesSize, sequentialFits } from '../src/backends/webgpu/kernels/selective-scan-sequential.js';
+import { sequentialGradFits } from '../src/backends/webgpu/kernels/selective-scan-sequential-grad.js';
 import { normalAt, pcgHash } from '../src/tensor/random.js';
 import { openWebGpu } from './webgpu-available.js';
 
@@ -214,9 +216,34 @@ describe.skipIf(webgpu.skip)('WebGPU selective scan vs the CPU definition', () =
   ])('walks each row in one sequential pass when the rows fill the GPU, at %o', async (sizes) => {
     // Every adapter this runs on (lavapipe, the H200) has at least 32 KB of workgroup memory.
     const device = { maxSharedBytes: 32768, unroll: false, subgroupSize: 1 };
-    expect(sequentialFits(sizes, device)).toBe(true);
+    expect(sequentialFits(sizes, device) && sequentialGradFits(sizes.N, device)).toBe(true);
     expect(sequentialFits({ ...sizes, N: 0 }, device), 'N = 0 is left to the chunked runner (y = 0)').toBe(false);
     await compare(sizes, 47);
+  });
+
+  it('walks the sequential backward from recomputed piece states when the forward saved none', async () => {
+    await compare({ batch: 1, dim: 12300, len: 40, N: 16 }, 61, false);
+  });
+
+  it('sums dB and dC over the rows in the sequential backward without subgroup operations too', async () => {
+    const plain = await WebGpuBackend.create(undefined, { subgroups: false });
+    try {
+      await compare({ batch: 1, dim: 12300, len: 33, N: 5 }, 67, true, plain);
+    } finally {
+      plain.destroy();
+    }
+  });
+
+  it('saves N floats per piece of 16 steps in the sequential pass, and refuses a buffer of the chunked size', () => {
+    const sizes = { batch: 1, dim: 12289, len: 130, N: 3 };
+    const { inputs, dy, free } = uploadInputs(G(), scanData(sizes, 7));
+    const fwd = G().selectiveScan(inputs, sizes, true);
+    expect(pieceStatesSize(sizes)).toBe(9 * 12289 * 3);
+    const chunked = G().full(chunkStatesSize(sizes), 0, 'float32');
+    expect(() => G().selectiveScanGrad(inputs, dy, sizes, chunked)).toThrow(/selectiveScanGrad: the buffer has 110601 elements/);
+    const grads = G().selectiveScanGrad(inputs, dy, sizes, fwd.saved);
+    for (const h of [fwd.y, fwd.lastState, fwd.saved as BufferHandle, chunked, ...Object.values(grads)]) G().free(h);
+    free();
   });
 
   it('gives y = 0 for rows enough for the sequential pass but no states', async () => {

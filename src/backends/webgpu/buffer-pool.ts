@@ -137,3 +137,26 @@ export class BufferPool {
     else b.buffer.destroy();
   }
 }
+
+/**
+ * The temporary buffers of one op's dispatches, taken from the pool as they are needed and given
+ * back together once the op has enqueued its work: later commands may reuse them, and run after it.
+ */
+export class Temporaries {
+  private readonly held: PooledBuffer[] = [];
+
+  constructor(
+    private readonly pool: BufferPool,
+    private readonly op: string,
+  ) {}
+
+  acquire(bytes: number): PooledBuffer {
+    const buffer = this.pool.acquire(this.op, bytes);
+    this.held.push(buffer);
+    return buffer;
+  }
+
+  release(): void {
+    for (const buffer of this.held.splice(0)) this.pool.release(buffer);
+  }
+}

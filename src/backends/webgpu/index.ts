@@ -53,7 +53,8 @@ import { runRandom } from './kernels/random.js';
 import { runReduce } from './kernels/reduce.js';
 import { chunkStatesSize, runSelectiveScan, scanBuffers } from './kernels/selective-scan.js';
 import { runSelectiveScanGrad } from './kernels/selective-scan-grad.js';
-import { runSequentialScan, sequentialFits } from './kernels/selective-scan-sequential.js';
+import { pieceStatesSize, runSequentialScan, sequentialFits } from './kernels/selective-scan-sequential.js';
+import { runSequentialScanGrad, sequentialGradFits } from './kernels/selective-scan-sequential-grad.js';
 import { runSoftmax } from './kernels/softmax.js';
 import type { ProfileRow } from './profiler.js';
 import { kernelDevice, storageType } from './wgsl.js';
@@ -443,12 +444,20 @@ export class WebGpuBackend implements Backend {
     const { batch, dim, len, N } = sizes;
     const y = this.alloc(op, batch * dim * len, dtype);
     const lastState = this.alloc(op, batch * dim * N, dtype);
-    // The chunk states are the backward's, so always f32 (see kernels/selective-scan.ts).
-    const saved = save ? this.alloc(op, chunkStatesSize(sizes), 'float32') : null;
-    const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
+    const sequential = this.scansSequentially(sizes);
+    // The saved states are the backward's, so always f32 (see kernels/selective-scan.ts).
+    const saved = save ? this.alloc(op, this.savedStatesSize(sizes), 'float32') : null;
     const device = kernelDevice(this.gpu);
-    if (sequentialFits(sizes, device)) runSequentialScan(this.exec, buffers, dtype, sizes, device, out);
-    else runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, device, out);
+    if (sequential) {
+      runSequentialScan(this.exec, buffers, dtype, sizes, device, {
+        y: y.pooled,
+        lastState: lastState.pooled,
+        pieceStates: saved?.pooled ?? null,
+      });
+    } else {
+      const out = { y: y.pooled, lastState: lastState.pooled, chunkStates: saved?.pooled ?? null };
+      runSelectiveScan(this.exec, this.pool, buffers, dtype, sizes, device, out);
+    }
     return saved ? { y, lastState, saved } : { y, lastState };
   }
 
@@ -462,7 +471,7 @@ export class WebGpuBackend implements Backend {
     const { buffers, dtype } = scanBuffers(x, sizes, op);
     const { batch, dim, len, N } = sizes;
     const g = gpuBufferOf(dy, op, batch * dim * len, dtype);
-    const states = saved ? gpuBufferOf(saved, op, chunkStatesSize(sizes), 'float32').pooled : null;
+    const states = saved ? gpuBufferOf(saved, op, this.savedStatesSize(sizes), 'float32').pooled : null;
     const out = {
       du: this.alloc(op, batch * dim * len, dtype),
       ddelta: this.alloc(op, batch * dim * len, dtype),
@@ -471,8 +480,26 @@ export class WebGpuBackend implements Backend {
       dC: this.alloc(op, batch * N * len, dtype),
     };
     const grads = { du: out.du.pooled, ddelta: out.ddelta.pooled, dA: out.dA.pooled, dB: out.dB.pooled, dC: out.dC.pooled };
-    runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, kernelDevice(this.gpu), states, grads);
+    const device = kernelDevice(this.gpu);
+    if (this.scansSequentially(sizes)) runSequentialScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, device, states, grads);
+    else runSelectiveScanGrad(this.exec, this.pool, buffers, g.pooled, dtype, sizes, device, states, grads);
     return out;
+  }
+
+  /**
+   * Whether the scan of these sizes runs as the sequential pair (forward and backward walking each
+   * row in order) rather than the chunked work-efficient one: where the rows fill the GPU and both
+   * kernels fit its workgroup memory. One answer for both passes, as each backward reads only its
+   * own forward's saved states.
+   */
+  private scansSequentially(sizes: ScanSizes): boolean {
+    const device = kernelDevice(this.gpu);
+    return sequentialFits(sizes, device) && sequentialGradFits(sizes.N, device);
+  }
+
+  /** f32s the forward saves for the backward: a state per piece (sequential) or per chunk (chunked). */
+  private savedStatesSize(sizes: ScanSizes): number {
+    return this.scansSequentially(sizes) ? pieceStatesSize(sizes) : chunkStatesSize(sizes);
   }
 
   // ---- helpers ----

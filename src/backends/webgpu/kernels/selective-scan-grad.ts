@@ -88,7 +88,7 @@
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanSizes } from '../../backend.js';
-import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
+import { type BufferPool, type PooledBuffer, Temporaries } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
 import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
@@ -121,7 +121,7 @@ import {
 } from './selective-scan.js';
 
 /** Σ terms(0 … count − 1) as a balanced tree of additions, ((t0 + t1) + (t2 + t3)) + …: a fixed order. */
-function pairwiseSum(count: number, term: (k: number) => string, from = 0): string {
+export function pairwiseSum(count: number, term: (k: number) => string, from = 0): string {
   if (count === 1) return term(from);
   const half = Math.ceil(count / 2);
   return `(${pairwiseSum(half, term, from)} + ${pairwiseSum(count - half, term, from + half)})`;
@@ -173,7 +173,7 @@ export function backwardTiling(N: number, device: KernelDevice): ScanTiling {
  * W − 1 exchanges in all, where summing each term over the lanes one by one would take count·log₂ W.
  * Afterwards lane ℓ holds, in red[i] (i < count / W), the sum of term (ℓ mod W)·(count / W) + i.
  */
-function laneSums(count: number, width: number, L: Loops): string {
+export function laneSums(count: number, width: number, L: Loops): string {
   const levels: string[] = [];
   for (let m = width / 2, half = count / 2; m >= 1; m /= 2, half /= 2) {
     const exchange = (i: string) =>
@@ -621,23 +621,17 @@ export function runSelectiveScanGrad(
   const tiling = backwardTiling(N, device);
   const tiles = batch * Math.ceil(dim / tiling.rows);
   const p = scanParams(sizes, tiling.rows, blocksFor(tiles, chunkCount(len)));
-  const temps: PooledBuffer[] = [];
-  const temp = (bytes: number): PooledBuffer => {
-    const b = pool.acquire(op, bytes);
-    temps.push(b);
-    return b;
-  };
-
+  const temps = new Temporaries(pool, op);
   let states = chunkStates;
   if (!states) {
-    states = temp(4 * chunkStatesSize(sizes));
+    states = temps.acquire(4 * chunkStatesSize(sizes));
     runSelectiveScan(exec, pool, x, dtype, sizes, device, { y: null, chunkStates: states });
   }
 
   // partials: dB (tiles, N, len) | dC, likewise | dA (batch, blocks, dim, N) | the blocks' totals.
   const partSize = p.tiles * N * len;
   const totalsAt = 2 * partSize + batch * p.blocks * dim * N;
-  const partials = temp(4 * (totalsAt + (p.blocks > 1 ? 2 * batch * dim * p.blocks * N : 0)));
+  const partials = temps.acquire(4 * (totalsAt + (p.blocks > 1 ? 2 * batch * dim * p.blocks * N : 0)));
   const values = { ...p, partSize, totalsAt };
   if (p.blocks > 1) {
     const reverse = {
@@ -660,11 +654,28 @@ export function runSelectiveScanGrad(
     p.tiles * p.blocks,
   );
 
+  sumPartials(exec, op, dtype, partials, sizes, p, out);
+  temps.release();
+}
+
+/**
+ * Adds up the workgroups' partial sums (see "Sums across workgroups"), from `partials` laid out as
+ * dB (tiles, N, len) | dC, likewise | dA (batch, blocks, dim, N): dB and dC over the tiles of each
+ * batch, dA over the batch and the blocks. The sequential backward writes the same layout.
+ */
+export function sumPartials(
+  exec: Executor,
+  op: string,
+  dtype: DType,
+  partials: PooledBuffer,
+  { batch, dim, len, N }: ScanSizes,
+  { tiles, tilesPerBatch, blocks }: ScanParams,
+  out: ScanGrads,
+): void {
+  const partSize = tiles * N * len;
   const sum = (y: PooledBuffer, outer: number, count: number, inner: number, offset: number) =>
     exec.dispatch(op, sumKernel(dtype), [partials, y], { outer, count, inner, offset }, Math.ceil((outer * inner) / SUM_WORKGROUP));
-  sum(out.dB, batch, p.tilesPerBatch, N * len, 0);
-  sum(out.dC, batch, p.tilesPerBatch, N * len, partSize);
-  sum(out.dA, 1, batch * p.blocks, dim * N, 2 * partSize);
-
-  for (const b of temps) pool.release(b);
+  sum(out.dB, batch, tilesPerBatch, N * len, 0);
+  sum(out.dC, batch, tilesPerBatch, N * len, partSize);
+  sum(out.dA, 1, batch * blocks, dim * N, 2 * partSize);
 }

@@ -1,7 +1,8 @@
 /**
  * Mamba's selective scan, forward, when the rows alone fill the GPU: each invocation walks its steps
  * in order, as the CPU does. CPU twin: `selectiveScanForward` in `cpu/selective-scan.ts`, the same
- * loop. The backend runs it where `sequentialFits`, and the chunked work-efficient scan of
+ * loop. The backend runs it, with its backward (selective-scan-sequential-grad.ts), where
+ * `sequentialFits` and `sequentialGradFits`, and the chunked work-efficient scan of
  * `selective-scan.ts` elsewhere.
  *
  * ## Why a sequential walk
@@ -41,8 +42,13 @@
  * Loading the next piece into registers during the walk, to have it in flight across the barriers,
  * made it slower (0.82–0.83 ms), as it did in the work-efficient scan.
  *
- * The state entering every chunk of CHUNK_LEN steps is written to chunkStates when asked for, as
- * the work-efficient scan does: the backward recomputes from it.
+ * ## What the backward gets
+ *
+ * When asked for, the state entering every piece, `pieceStates` (batch, pieces, dim, N), f32: one
+ * (b, piece) is the tile's rows side by side, so the four parts write and the backward reads 2 KB
+ * runs. It is four times the chunk states the work-efficient scan saves (one per 64 steps), as large
+ * as u itself for N = 16, and it is what lets the backward (selective-scan-sequential-grad.ts)
+ * start every piece from a saved state instead of walking a chunk to find it.
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanSizes } from '../../backend.js';
@@ -51,7 +57,6 @@ import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
 import { enables, GRID_BUILTINS, type KernelDevice, LINEAR_WORKGROUP, load, storageBinding, store } from '../wgsl.js';
 import {
-  CHUNK_LEN,
   forwardAccess,
   forwardBindings,
   LOG2E,
@@ -64,13 +69,14 @@ import {
   tileItem,
 } from './selective-scan.js';
 
-const ROWS = 32;
-const SPLIT = 4;
-const STEPS = 16;
+/** Rows per tile, parts per row, steps per piece: the backward (selective-scan-sequential-grad.ts) cuts its tile alike. */
+export const ROWS = 32;
+export const SPLIT = 4;
+export const STEPS = 16;
 const THREADS = ROWS * SPLIT;
 
 /** States per invocation: N over the SPLIT parts, rounded up (the states past N have B = C = 0). */
-const groupOf = (N: number): number => Math.max(1, Math.ceil(N / SPLIT));
+export const groupOf = (N: number): number => Math.max(1, Math.ceil(N / SPLIT));
 
 /** Workgroup-memory bytes: Δ, Δ·u (a pitch of STEPS + 1, so that rows start in different banks), B, C, and y's parts. */
 const sharedBytes = (N: number): number => 4 * (2 * ROWS * (STEPS + 1) + 2 * SPLIT * groupOf(N) * STEPS + SPLIT * ROWS * (STEPS + 1));
@@ -93,6 +99,15 @@ const MIN_TILES = 384;
 export const sequentialFits = (sizes: ScanSizes, device: KernelDevice): boolean =>
   sizes.len > 0 && sizes.N > 0 && tiles(sizes) >= MIN_TILES && sharedBytes(sizes.N) <= device.maxSharedBytes;
 
+/** The workgroup's tile (b, d0) and the invocation's row r and part q; shared with the backward. */
+export const SEQUENTIAL_PROLOGUE = `  let tileIndex = ${LINEAR_WORKGROUP};
+  if (tileIndex >= params.tiles) { return; } // a folded grid may have a few workgroups too many
+  let b = tileIndex / params.tilesPerBatch;
+  let d0 = (tileIndex % params.tilesPerBatch) * ROWS; // the tile's first channel
+  let r = lid % ROWS;
+  let q = lid / ROWS;
+  let bc = b * N * params.len; // B and C of batch b start here`;
+
 type Field = keyof ScanParams & string;
 const params = new ParamStruct<Field>(SCAN_FIELDS);
 const kernels = new Map<string, Kernel<Field>>();
@@ -114,16 +129,16 @@ function sequentialKernel(dtype: DType, N: number, unroll: boolean, saveStates: 
 
 function sequentialSource(key: string, dtype: DType, N: number, L: Loops, saveStates: boolean): string {
   const group = groupOf(N);
-  const bindings = [...forwardBindings(dtype), ...(saveStates ? [storageBinding(7, 'chunkStates', 'read_write', 'float32')] : [])];
+  const bindings = [...forwardBindings(dtype), ...(saveStates ? [storageBinding(7, 'pieceStates', 'read_write', 'float32')] : [])];
   const item = tileItem('STEPS');
   const save = saveStates
     ? `
-    // The state entering each chunk, for the backward.
-    if (t0 % CHUNK == 0u && d0 + r < params.dim) {
+    // The state entering the piece, for the backward.
+    if (d0 + r < params.dim) {
 ${L.states(
   group,
   `let n = q * GROUP + g;
-        if (n < N) { chunkStates[((b * params.dim + d0 + r) * params.nChunks + t0 / CHUNK) * N + n] = h[g]; }`,
+        if (n < N) { pieceStates[((b * params.nChunks + t0 / STEPS) * params.dim + d0 + r) * N + n] = h[g]; }`,
   '      ',
 )}
     }`
@@ -139,7 +154,6 @@ const GROUP: u32 = ${group}u;      // states per invocation
 const STEPS: u32 = ${STEPS}u;     // steps staged and walked at a time
 const THREADS: u32 = ${THREADS}u;  // = ROWS·SPLIT
 const N: u32 = ${N}u;          // states per channel
-const CHUNK: u32 = ${CHUNK_LEN}u;     // steps between the saved states
 const PITCH: u32 = STEPS + 1u;  // of a row in the stage and the parts: rows start in different banks
 const STAGE_DU: u32 = ROWS * PITCH;            // where Δ·u starts in the stage (Δ at 0)
 const STAGE_B: u32 = 2u * ROWS * PITCH;        // B of every state over the piece
@@ -151,13 +165,7 @@ var<workgroup> parts: array<f32, ${SPLIT * ROWS * (STEPS + 1)}>; // y_t of each 
 
 @compute @workgroup_size(THREADS)
 fn main(${GRID_BUILTINS}) {
-  let tileIndex = ${LINEAR_WORKGROUP};
-  if (tileIndex >= params.tiles) { return; } // a folded grid may have a few workgroups too many
-  let b = tileIndex / params.tilesPerBatch;
-  let d0 = (tileIndex % params.tilesPerBatch) * ROWS; // the tile's first channel
-  let r = lid % ROWS;
-  let q = lid / ROWS;
-  let bc = b * N * params.len; // B and C of batch b start here
+${SEQUENTIAL_PROLOGUE}
   // A row past dim reads channel dim − 1's A: its Δ is 0, so ā = 1 whatever A is.
   let aRow = min(d0 + r, params.dim - 1u) * N;
   var a: array<f32, GROUP>; // A·log₂e, so that ā = exp2(Δ·a) (WGSL's exp is exp2 of x·log₂e anyway)
@@ -229,8 +237,20 @@ ${L.states(
 `;
 }
 
+/** Pieces of a row: the saved states per (batch, dim, state). */
+export const pieceCount = (len: number): number => Math.ceil(len / STEPS);
+
+/** Floats of `pieceStates` for these sizes. */
+export const pieceStatesSize = ({ batch, dim, len, N }: ScanSizes): number => batch * pieceCount(len) * dim * N;
+
 /**
- * Runs the sequential forward: y and lastState (in `dtype`), and the chunk states (f32) when given.
+ * The parameters of both sequential kernels: the work-efficient scan's, with `nChunks` counting
+ * pieces, the intervals between saved states here.
+ */
+export const sequentialParams = (sizes: ScanSizes): ScanParams => ({ ...scanParams(sizes, ROWS), nChunks: pieceCount(sizes.len) });
+
+/**
+ * Runs the sequential forward: y and lastState (in `dtype`), and the piece states (f32) when given.
  * The caller has checked `sequentialFits`.
  */
 export function runSequentialScan(
@@ -239,9 +259,9 @@ export function runSequentialScan(
   dtype: DType,
   sizes: ScanSizes,
   device: KernelDevice,
-  out: { y: PooledBuffer; lastState: PooledBuffer; chunkStates: PooledBuffer | null },
+  out: { y: PooledBuffer; lastState: PooledBuffer; pieceStates: PooledBuffer | null },
 ): void {
-  const p = scanParams(sizes, ROWS);
-  const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(out.chunkStates ? [out.chunkStates] : [])];
-  exec.dispatch('selectiveScan', sequentialKernel(dtype, sizes.N, device.unroll, out.chunkStates !== null), buffers, p, p.tiles);
+  const p = sequentialParams(sizes);
+  const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(out.pieceStates ? [out.pieceStates] : [])];
+  exec.dispatch('selectiveScan', sequentialKernel(dtype, sizes.N, device.unroll, out.pieceStates !== null), buffers, p, p.tiles);
 }

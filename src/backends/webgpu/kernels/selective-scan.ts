@@ -113,7 +113,7 @@
  */
 import type { DType } from '../../../tensor/dtype.js';
 import type { ScanInputs, ScanSizes } from '../../backend.js';
-import type { BufferPool, PooledBuffer } from '../buffer-pool.js';
+import { type BufferPool, type PooledBuffer, Temporaries } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { gpuBufferOf } from '../handle.js';
 import { ParamStruct, type ParamType } from '../params.js';
@@ -371,14 +371,14 @@ export const TILE_PROLOGUE = `  let workgroup = ${LINEAR_WORKGROUP}; // = tileIn
   let aRow = min(d, params.dim - 1u) * N;`;
 
 /**
- * Item i of the tile's `steps` steps from t0 (a chunk, or the sequential pass's piece) of a (batch,
- * dim, len) array — Δ, u, dy, or y, du, dΔ: its row rr and step t, the index `at` of [b, d0 + rr, t]
+ * Item i of the tile's `steps` steps from `start` (a chunk, or the sequential pass's piece) of a
+ * (batch, dim, len) array — Δ, u, dy, or y, du, dΔ: its row rr and step t, the index `at` of [b, d0 + rr, t]
  * clamped into the array, and whether that is `inside` dim and len. Staging loads at the clamped
  * index and drops what is outside (0: the identity step); results are written only inside. Shared
  * by the scan kernels.
  */
-export const tileItem = (steps: string): string => `let rr = i / ${steps};
-      let t = t0 + i % ${steps};
+export const tileItem = (steps: string, start = 't0'): string => `let rr = i / ${steps};
+      let t = ${start} + i % ${steps};
       let at = (b * params.dim + min(d0 + rr, params.dim - 1u)) * params.len + min(t, params.len - 1u);
       let inside = d0 + rr < params.dim && t < params.len;`;
 
@@ -756,14 +756,13 @@ export function runSelectiveScan(
   const tiles = batch * Math.ceil(dim / tiling.rows);
   const p = scanParams(sizes, tiling.rows, blocksFor(tiles, chunkCount(len)));
   if (out.y === null && len === 0) return;
-  const temps: PooledBuffer[] = [];
+  const temps = new Temporaries(pool, op);
   let chunkStates = out.chunkStates;
   if (p.blocks > 1) {
     // 1. Each block's total from h = 0; 2. the states entering the blocks, into chunkStates; then
     //    3. below, every block again from its entering state.
-    chunkStates ??= pool.acquire(op, 4 * chunkStatesSize(sizes)); // where the carry pass leaves them
-    const totals = pool.acquire(op, 4 * 2 * batch * dim * p.blocks * N);
-    temps.push(totals, ...(chunkStates === out.chunkStates ? [] : [chunkStates]));
+    chunkStates ??= temps.acquire(4 * chunkStatesSize(sizes)); // where the carry pass leaves them
+    const totals = temps.acquire(4 * 2 * batch * dim * p.blocks * N);
     exec.dispatch(op, forwardKernel(dtype, N, tiling, 'totals'), [x.u, x.delta, x.A, x.B, totals], p, p.tiles * p.blocks);
     const carry = { rows: batch * dim, states: N, blocks: p.blocks, blockChunks: p.blockChunks, nChunks: p.nChunks };
     exec.dispatch(op, carryKernel, [totals, chunkStates], carry, Math.ceil((batch * dim * N) / CARRY_WORKGROUP));
@@ -775,5 +774,5 @@ export function runSelectiveScan(
     const buffers = [x.u, x.delta, x.A, x.B, x.C, out.y, out.lastState, ...(chunkStates ? [chunkStates] : [])];
     exec.dispatch(op, forwardKernel(dtype, N, tiling, mode), buffers, p, p.tiles * p.blocks);
   }
-  for (const t of temps) pool.release(t); // reused only by later commands, which run after these
+  temps.release();
 }
