@@ -35,6 +35,15 @@
  *  5. **du and dΔ of the half**: each part's sums over its states through workgroup memory, in two
  *     areas that two parts each add into in turn (`AREAS`), then added and written along len.
  *
+ * One piece, for one state of one row:
+ *
+ *                 half 0 (steps 0–7)          half 1 (steps 8–15)
+ *     saved h ──► walk ─────────────────────► h entering half 1          step 2, all states
+ *                                             walk: h_{t−1}, ā_t         step 3, half 1
+ *                                             ◄── back ◄── q from the piece after
+ *     saved h ──► walk: h_{t−1}, ā_t                                     step 3, half 0
+ *                 ◄── back ◄───────────────── q
+ *
  * The cost per (row, step, state) is what the recurrence needs: one walk forwards (1.5 with the
  * first half's second walk), one backwards with nine multiplies and multiply-adds, and the row
  * sums. The work-efficient backward (selective-scan-grad.ts) walks every step three times, keeps a
