@@ -186,6 +186,27 @@ ${L.times(half, exchange, '          ')}
   return levels.join('\n');
 }
 
+/** How a backward uses its bindings (`backwardBindings`): seven inputs, then du, dΔ and the partial sums. */
+export const BACKWARD_ACCESS: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
+
+/**
+ * The bindings of a backward, this one's and the sequential one's: u, Δ, dy, A, B, C, the states
+ * its forward saved (`states`, f32, laid out as `layout` says), du, dΔ and the partial sums.
+ */
+export const backwardBindings = (dtype: DType, states: string, layout: string): string =>
+  [
+    storageBinding(0, 'u', 'read', dtype),
+    storageBinding(1, 'delta', 'read', dtype),
+    storageBinding(2, 'dy', 'read', dtype),
+    storageBinding(3, 'A', 'read', dtype),
+    storageBinding(4, 'B', 'read', dtype),
+    storageBinding(5, 'C', 'read', dtype),
+    `${storageBinding(6, states, 'read', 'float32')} // ${layout}`,
+    storageBinding(7, 'du', 'read_write', dtype),
+    storageBinding(8, 'ddelta', 'read_write', dtype),
+    `${storageBinding(9, 'partials', 'read_write', 'float32')} // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, blocks, dim, N)`,
+  ].join('\n');
+
 type Field = (keyof ScanParams & string) | 'partSize' | 'totalsAt';
 const params = new ParamStruct<Field>([
   ...SCAN_FIELDS,
@@ -199,8 +220,7 @@ function backwardKernel(dtype: DType, N: number, t: ScanTiling, width: number): 
   const key = `selectiveScanGrad ${dtype} N=${N} ${tilingKey(t)} lanes=${width}`;
   let kernel = kernels.get(key) as Kernel<Field> | undefined;
   if (!kernel) {
-    const bindings: Kernel['bindings'] = ['read', 'read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
-    kernel = { key, bindings, params, source: () => backwardSource(key, dtype, N, t, width) };
+    kernel = { key, bindings: BACKWARD_ACCESS, params, source: () => backwardSource(key, dtype, N, t, width) };
     kernels.set(key, kernel);
   }
   return kernel;
@@ -242,17 +262,8 @@ function backwardSource(key: string, dtype: DType, N: number, t: ScanTiling, wid
         workgroupBarrier(); // the tables are rewritten by the next state`;
   return `${enables([dtype])}${width > 1 ? 'enable subgroups;\n' : ''}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is drawn in kernels/selective-scan-grad.ts.
-${params.wgsl(10)}
-${storageBinding(0, 'u', 'read', dtype)}
-${storageBinding(1, 'delta', 'read', dtype)}
-${storageBinding(2, 'dy', 'read', dtype)}
-${storageBinding(3, 'A', 'read', dtype)}
-${storageBinding(4, 'B', 'read', dtype)}
-${storageBinding(5, 'C', 'read', dtype)}
-${storageBinding(6, 'chunkStates', 'read', 'float32')} // (batch, dim, nChunks, N): h entering each chunk
-${storageBinding(7, 'du', 'read_write', dtype)}
-${storageBinding(8, 'ddelta', 'read_write', dtype)}
-${storageBinding(9, 'partials', 'read_write', 'float32')}    // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, dim, N)
+${params.wgsl(BACKWARD_ACCESS.length)}
+${backwardBindings(dtype, 'chunkStates', '(batch, dim, nChunks, N): h entering each chunk')}
 
 ${tilingConstants(t, N)}
 const TREE = ROUND * SEGS * ROWS;  // floats of one array of a tree

@@ -54,15 +54,14 @@
  * still its largest single cost: left out (wrong results) from a first version at 2.26 ms, it took
  * 1.68–1.94.
  */
-import type { DType } from '../../../tensor/dtype.js';
-import { BYTES_PER_ELEMENT } from '../../../tensor/dtype.js';
+import { BYTES_PER_ELEMENT, type DType } from '../../../tensor/dtype.js';
 import type { ScanSizes } from '../../backend.js';
 import { type BufferPool, type PooledBuffer, Temporaries } from '../buffer-pool.js';
 import type { Executor, Kernel } from '../executor.js';
 import { ParamStruct } from '../params.js';
-import { enables, GRID_BUILTINS, type KernelDevice, load, storageBinding, store } from '../wgsl.js';
+import { enables, GRID_BUILTINS, type KernelDevice, load, store } from '../wgsl.js';
 import { LOG2E, Loops, SCAN_FIELDS, type ScanBuffers, type ScanParams, stateInput, tileItem } from './selective-scan.js';
-import { laneSums, pairwiseSum, type ScanGrads, sumPartials } from './selective-scan-grad.js';
+import { BACKWARD_ACCESS, backwardBindings, laneSums, pairwiseSum, type ScanGrads, sumPartials } from './selective-scan-grad.js';
 import {
   groupOf,
   STEPS as PIECE,
@@ -125,7 +124,7 @@ function gradKernel(dtype: DType, N: number, device: KernelDevice): Kernel<Field
   if (!kernel) {
     kernel = {
       key,
-      bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'],
+      bindings: BACKWARD_ACCESS,
       params,
       source: () => gradSource(key, dtype, N, new Loops(device.unroll), device),
     };
@@ -147,6 +146,8 @@ function rowSumsSource(device: KernelDevice, L: Loops): string {
   // Sum i of this lane: term v, dB's at step v of the half for v < HALF, else dC's at step v − HALF.
   const term = (i: string) => (width > 1 ? `(lane % ${width}u) * ${per}u + ${i}` : i);
   const holder = rows > 1 ? `lane % ${rows}u < ${width}u` : 'true'; // one lane per distinct sum
+  // Where term v of state `n` goes, at step t: dB's or dC's partials (tiles, N, len).
+  const partial = (n: string) => `partials[(v / STEPS) * params.partSize + (tileIndex * N + ${n}) * params.len + t]`;
   if (!tables) {
     return `${exchange}${folds.join('\n')}
         if (${holder}) {
@@ -154,7 +155,7 @@ ${L.times(
   per,
   (i) => `let v = ${term(i)};
             let t = t0 + off + v % STEPS;
-            if (t < params.len && n < N) { partials[(v / STEPS) * params.partSize + (tileIndex * N + n) * params.len + t] = red[${i}]; }`,
+            if (t < params.len && n < N) { ${partial('n')} = red[${i}]; }`,
   '          ',
 )}
         }`;
@@ -172,7 +173,7 @@ ${L.shared(
       let v = i % TERMS;
       let t = t0 + off + v % STEPS;
       if (t < params.len && m < N) {
-        partials[(v / STEPS) * params.partSize + (tileIndex * N + m) * params.len + t] = ${pairwiseSum(ROWS / rows, (k) => `scratch[i * TABLE_PITCH + ${k}u]`)};
+        ${partial('m')} = ${pairwiseSum(ROWS / rows, (k) => `scratch[i * TABLE_PITCH + ${k}u]`)};
       }`,
   '        ',
 )}
@@ -201,17 +202,8 @@ function gradSource(key: string, dtype: DType, N: number, L: Loops, device: Kern
   const subgroups = rows > 1;
   return `${enables([dtype])}${subgroups ? 'enable subgroups;\n' : ''}// ${key}
 // CPU twin: selectiveScanBackward in cpu/selective-scan.ts. The design is in kernels/selective-scan-sequential-grad.ts.
-${params.wgsl(10)}
-${storageBinding(0, 'u', 'read', dtype)}
-${storageBinding(1, 'delta', 'read', dtype)}
-${storageBinding(2, 'dy', 'read', dtype)}
-${storageBinding(3, 'A', 'read', dtype)}
-${storageBinding(4, 'B', 'read', dtype)}
-${storageBinding(5, 'C', 'read', dtype)}
-${storageBinding(6, 'pieceStates', 'read', 'float32')} // (batch, pieces, dim, N): h entering each piece
-${storageBinding(7, 'du', 'read_write', dtype)}
-${storageBinding(8, 'ddelta', 'read_write', dtype)}
-${storageBinding(9, 'partials', 'read_write', 'float32')} // dB (tiles, N, len) | dC (tiles, N, len) | dA (batch, dim, N)
+${params.wgsl(BACKWARD_ACCESS.length)}
+${backwardBindings(dtype, 'pieceStates', '(batch, pieces, dim, N): h entering each piece')}
 
 const ROWS: u32 = ${ROWS}u;       // rows (consecutive d of one batch) per workgroup
 const SPLIT: u32 = ${SPLIT}u;      // invocations per row, each with GROUP of the states
